@@ -1,0 +1,282 @@
+"""The release checkpoint format: one pickle per parameter in `ckpt-0/`, int8 matrices with block scales.
+
+File i holds the i-th leaf of the official parameter tree, and that tree is ordered by sorted module
+path, so `decoder_layer_10` comes before `decoder_layer_2` (see `release_layout`). The seven matrices
+of each layer are int8 with bfloat16 scales: one scale per output column, and for the two matrices
+whose input dimension the release shards 8 ways (attention `linear`, expert `linear_1`) one per
+(input block of in/8 rows, output column).
+
+Pickle can run arbitrary code, so files are read through `ReleaseUnpickler`, which admits only the
+handful of globals the format needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+from flax import nnx
+
+from grok_mini.config import GrokConfig
+from grok_mini.model import Grok
+
+__all__ = ["CheckpointError", "QuantizedWeight8bit", "ReleaseUnpickler", "ReleaseTensor", "release_layout",
+           "read_tensor", "dequantize", "quantize", "load_checkpoint", "save_checkpoint"]
+
+CHECKPOINT_DIR = "ckpt-0"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read as the given config: names the file and the parameter."""
+
+
+@dataclasses.dataclass
+class QuantizedWeight8bit:
+    """The release's int8 matrix: dequantised = weight * scales (scales broadcast per input block)."""
+
+    weight: np.ndarray  # int8 [..., in, out]
+    scales: np.ndarray  # bfloat16 [..., blocks, out]
+
+
+# ---- which file holds which parameter ---------------------------------------------------------
+
+# Per layer: (official module path, param name, our attribute path, quantised input blocks or None).
+_LAYER_PARAMS = [
+    ("moe/linear", "w", "moe.experts.linear.w", 1),
+    ("moe/linear_1", "w", "moe.experts.linear_1.w", 8),
+    ("moe/linear_v", "w", "moe.experts.linear_v.w", 1),
+    ("multi_head_attention/key", "w", "multi_head_attention.key.w", 1),
+    ("multi_head_attention/linear", "w", "multi_head_attention.linear.w", 8),
+    ("multi_head_attention/query", "w", "multi_head_attention.query.w", 1),
+    ("multi_head_attention/value", "w", "multi_head_attention.value.w", 1),
+    ("rms_norm", "scale", "rms_norm.scale", None),
+    ("rms_norm_1", "scale", "rms_norm_1.scale", None),
+    ("rms_norm_2", "scale", "rms_norm_2.scale", None),
+    ("rms_norm_3", "scale", "rms_norm_3.scale", None),
+    ("router", "w", "moe.router.w", None),
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class ReleaseTensor:
+    """One file of the release: its index, official path, our parameter path, shape and int8 blocks."""
+
+    index: int
+    path: str  # e.g. "transformer/decoder_layer_10/moe/linear/w"
+    param: tuple  # path into nnx.state(model), e.g. ("decoder_layers", 10, "moe", "experts", "linear", "w")
+    shape: tuple[int, ...]
+    blocks: int | None  # None: float32; else int8 with scales [..., blocks, out]
+
+    @property
+    def filename(self) -> str:
+        return f"tensor{self.index:05d}_000"
+
+
+def release_layout(config: GrokConfig) -> list[ReleaseTensor]:
+    """Every parameter file of a release-format checkpoint of `config`, in file order.
+
+    The official loader flattens a dict keyed by module path, and JAX sorts dict keys as strings:
+    the order is lexicographic, so layers come 0, 1, 10, 11, ..., 19, 2, 20, ...
+    """
+    state = nnx.eval_shape(lambda: Grok(config, dtype=jnp.float32))
+    shapes = {tuple(path): variable.shape for path, variable in nnx.to_flat_state(nnx.state(state, nnx.Param))}
+    entries = [("language_model/in_out_embed", "embeddings", ("in_out_embed",), None),
+               ("language_model/rms_norm", "scale", ("rms_norm", "scale"), None)]
+    for layer in range(config.num_layers):
+        for module, name, ours, blocks in _LAYER_PARAMS:
+            param = ("decoder_layers", layer, *ours.split("."))
+            entries.append((f"transformer/decoder_layer_{layer}/{module}", name, param, blocks))
+    entries.sort(key=lambda entry: (entry[0], entry[1]))
+    return [ReleaseTensor(i, f"{module}/{name}", param, shapes[param], blocks)
+            for i, (module, name, param, blocks) in enumerate(entries)]
+
+
+# ---- reading one file safely ------------------------------------------------------------------
+
+_reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]  # numpy's array rebuilder, wherever numpy keeps it
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,  # numpy 1.x pickles (the release)
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,  # numpy 2.x pickles
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("ml_dtypes", "bfloat16"): ml_dtypes.bfloat16,
+    ("__main__", "QuantizedWeight8bit"): QuantizedWeight8bit,
+}
+
+
+class ReleaseUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays, bfloat16 and QuantizedWeight8bit, and refuses every other global."""
+
+    def __init__(self, file, *, source: str):
+        super().__init__(file)
+        self.source = source
+
+    def find_class(self, module: str, name: str):
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise CheckpointError(
+                f"{self.source}: refusing to unpickle global '{module}.{name}': a release checkpoint "
+                "holds only numpy arrays and QuantizedWeight8bit") from None
+
+
+def read_tensor(path: str | Path) -> np.ndarray | QuantizedWeight8bit:
+    """One release file → a numpy array or a QuantizedWeight8bit, never anything else."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as file:
+            value = ReleaseUnpickler(file, source=str(path)).load()
+    except CheckpointError:
+        raise
+    except OSError as error:
+        raise CheckpointError(f"{path}: cannot read ({error.strerror or error})") from None
+    except Exception as error:  # truncated or corrupted pickle streams raise many types
+        raise CheckpointError(f"{path}: not a readable tensor pickle ({type(error).__name__}: {error})") from None
+    if not isinstance(value, (np.ndarray, QuantizedWeight8bit)):
+        raise CheckpointError(f"{path}: holds a {type(value).__name__}, not an array or QuantizedWeight8bit")
+    return value
+
+
+def dequantize(q: QuantizedWeight8bit, dtype=np.float32) -> np.ndarray:
+    """int8 weight [..., in, out] × scales [..., blocks, out], each block scaling in/blocks input rows."""
+    weight, scales = q.weight, q.scales
+    blocks, size_in = scales.shape[-2], weight.shape[-2]
+    blocked = weight.reshape(*weight.shape[:-2], blocks, size_in // blocks, weight.shape[-1])
+    product = blocked.astype(dtype) * scales.astype(dtype)[..., :, None, :]
+    return product.reshape(weight.shape)
+
+
+def quantize(w: np.ndarray, blocks: int) -> QuantizedWeight8bit:
+    """Symmetric int8 with a bfloat16 scale per (input block, output column), as the release stores it."""
+    w = np.asarray(w, np.float32)
+    size_in = w.shape[-2]
+    blocked = w.reshape(*w.shape[:-2], blocks, size_in // blocks, w.shape[-1])
+    scales = (np.abs(blocked).max(axis=-2) / 127).astype(ml_dtypes.bfloat16)  # [..., blocks, out]
+    safe = np.where(scales == 0, 1, scales).astype(np.float32)[..., :, None, :]
+    weight = np.clip(np.round(blocked / safe), -127, 127).astype(np.int8).reshape(w.shape)
+    return QuantizedWeight8bit(weight=weight, scales=scales)
+
+
+def _check(tensor: ReleaseTensor, value, source: Path) -> None:
+    """Raise CheckpointError unless `value` has the shape, dtype and scales `tensor` needs."""
+    where = f"{source}: parameter {tensor.path}"
+    if tensor.blocks is None:
+        if not isinstance(value, np.ndarray) or value.dtype != np.float32:
+            found = type(value).__name__ if not isinstance(value, np.ndarray) else value.dtype
+            raise CheckpointError(f"{where}: expected a float32 array, found {found}")
+        if value.shape != tensor.shape:
+            raise CheckpointError(f"{where}: expected shape {tensor.shape}, found {value.shape}")
+        return
+    if not isinstance(value, QuantizedWeight8bit):
+        raise CheckpointError(f"{where}: expected a QuantizedWeight8bit (int8 + scales), found {type(value).__name__}")
+    weight, scales = value.weight, value.scales
+    if not isinstance(weight, np.ndarray) or weight.dtype != np.int8 or weight.shape != tensor.shape:
+        found = getattr(weight, "shape", None), getattr(weight, "dtype", type(weight).__name__)
+        raise CheckpointError(f"{where}: expected int8 weight of shape {tensor.shape}, found {found}")
+    expected = (*tensor.shape[:-2], tensor.blocks, tensor.shape[-1])
+    if not isinstance(scales, np.ndarray) or scales.shape != expected or tensor.shape[-2] % tensor.blocks:
+        found = getattr(scales, "shape", type(scales).__name__)
+        raise CheckpointError(f"{where}: scales do not fit the weight: expected shape {expected}, found {found}")
+
+
+# ---- the model <-> the checkpoint directory -------------------------------------------------------
+
+def _tensor_files(path: Path, config: GrokConfig) -> tuple[Path, list[ReleaseTensor]]:
+    directory = path / CHECKPOINT_DIR
+    if not directory.is_dir():
+        hint = " (pass the folder that contains ckpt-0, not ckpt-0 itself)" if path.name == CHECKPOINT_DIR else ""
+        raise CheckpointError(f"{path}: no {CHECKPOINT_DIR}/ folder here{hint}")
+    layout = release_layout(config)
+    expected = {tensor.filename for tensor in layout}
+    present = {p.name for p in directory.iterdir() if p.name.startswith("tensor")}
+    if missing := sorted(expected - present):
+        raise CheckpointError(f"{directory}: {len(missing)} of {len(layout)} tensor files missing "
+                              f"(first: {missing[0]}); is the download complete, and is the config right?")
+    if extra := sorted(present - expected):
+        raise CheckpointError(f"{directory}: {len(extra)} tensor files this config does not have "
+                              f"(first: {extra[0]}); does num_layers={config.num_layers} match the checkpoint?")
+    return directory, layout
+
+
+def iter_release_tensors(path: str | Path, config: GrokConfig
+                         ) -> Iterator[tuple[ReleaseTensor, np.ndarray | QuantizedWeight8bit]]:
+    """Yield (tensor, value) for every file, checked against the config, one file in memory at a time."""
+    directory, layout = _tensor_files(Path(path), config)
+    for tensor in layout:
+        source = directory / tensor.filename
+        value = read_tensor(source)
+        _check(tensor, value, source)
+        yield tensor, value
+
+
+def load_checkpoint(path: str | Path, config: GrokConfig, *, dtype=jnp.bfloat16) -> Grok:
+    """Read a release-format checkpoint (`path` holds `ckpt-0/`) into a Grok with `dtype` activations.
+
+    Matrices are dequantised in float32 and stored in `dtype` (so bfloat16 gives the release's own
+    int8 × bfloat16-scale product); embeddings, norms and router stay float32. The model is built
+    abstractly first, so nothing is allocated twice, and returned only if every file was read.
+    """
+    abstract = nnx.eval_shape(lambda: Grok(config, dtype=dtype, param_dtype=dtype))
+    graphdef, state = nnx.split(abstract)
+    flat = dict(nnx.to_flat_state(state))
+    for tensor, value in iter_release_tensors(path, config):
+        array = dequantize(value) if isinstance(value, QuantizedWeight8bit) else value
+        variable = flat[tensor.param]
+        variable.set_value(jnp.asarray(array, dtype=variable.get_value().dtype))
+    return nnx.merge(graphdef, nnx.from_flat_state(flat))
+
+
+def _pickle_release(value) -> bytes:
+    """Pickle as the release does: QuantizedWeight8bit under the module name `__main__`."""
+    main = sys.modules["__main__"]
+    previous = getattr(main, "QuantizedWeight8bit", None)
+    original_module = QuantizedWeight8bit.__module__
+    QuantizedWeight8bit.__module__ = "__main__"
+    main.QuantizedWeight8bit = QuantizedWeight8bit
+    try:
+        return pickle.dumps(value, protocol=4)
+    finally:
+        QuantizedWeight8bit.__module__ = original_module
+        if previous is None:
+            del main.QuantizedWeight8bit
+        else:
+            main.QuantizedWeight8bit = previous
+
+
+def save_checkpoint(model: Grok, path: str | Path) -> Path:
+    """Write `model` in the release layout under `path/ckpt-0/`, matrices quantised to int8.
+
+    Written into a temporary folder beside the target and renamed into place at the end, so a
+    failure midway leaves any previous checkpoint at `path` untouched.
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    flat = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
+    staging = Path(tempfile.mkdtemp(prefix=".ckpt-0.", dir=path))
+    try:
+        for tensor in release_layout(model.config):
+            array = np.asarray(flat[tensor.param].get_value(), np.float32)
+            value = array if tensor.blocks is None else quantize(array, tensor.blocks)
+            with open(staging / tensor.filename, "wb") as file:
+                file.write(_pickle_release(value))
+        target = path / CHECKPOINT_DIR
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=".ckpt-0.old.", dir=path))
+            os.replace(target, old / CHECKPOINT_DIR)
+            os.replace(staging, target)
+            shutil.rmtree(old)
+        else:
+            os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target

@@ -1,0 +1,188 @@
+"""GrokConfig: the numbers that define a Grok-1-shaped model, at any scale.
+
+Field names are those of the official `LanguageModelConfig` / `TransformerConfig`, so a reader can
+hold this file next to xai-org/grok-1's `run.py`. Everything else (ffn size, parameter counts,
+memory) is derived from these fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import ClassVar
+
+__all__ = ["GrokConfig", "ConfigError", "PRESETS", "preset"]
+
+
+class ConfigError(ValueError):
+    """A GrokConfig whose numbers cannot describe a model."""
+
+
+@dataclasses.dataclass(frozen=True)
+class GrokConfig:
+    vocab_size: int = 128 * 1024
+    emb_size: int = 48 * 128
+    key_size: int = 128
+    num_q_heads: int = 48
+    num_kv_heads: int = 8
+    num_layers: int = 64
+    widening_factor: float = 8.0
+    num_experts: int = 8
+    num_selected_experts: int = 2
+    attn_output_multiplier: float = 0.08838834764831845  # 1/sqrt(key_size): scales the attention *logits*
+    embedding_multiplier_scale: float = 78.38367176906169  # sqrt(6144)
+    output_multiplier_scale: float = 0.5773502691896257  # 1/sqrt(3)
+    sequence_len: int = 8192
+    pad_token: int = 0
+    eos_token: int = 2
+
+    # Hard-coded in the official model, not configurable there; kept here so they have one home.
+    rope_base: ClassVar[int] = 10_000
+    max_attn_val: ClassVar[float] = 30.0
+    rms_norm_eps: ClassVar[float] = 1e-5
+
+    def __post_init__(self):
+        def need(ok: bool, message: str):
+            if not ok:
+                raise ConfigError(f"GrokConfig: {message}")
+
+        for name in ("vocab_size", "emb_size", "key_size", "num_q_heads", "num_kv_heads",
+                     "num_layers", "num_experts", "num_selected_experts", "sequence_len"):
+            value = getattr(self, name)
+            need(isinstance(value, int) and not isinstance(value, bool) and value > 0,
+                 f"{name} must be a positive integer, got {value!r}")
+        for name in ("widening_factor", "attn_output_multiplier", "embedding_multiplier_scale",
+                     "output_multiplier_scale"):
+            value = getattr(self, name)
+            need(isinstance(value, (int, float)) and math.isfinite(value) and value > 0,
+                 f"{name} must be a positive number, got {value!r}")
+        need(self.num_q_heads % self.num_kv_heads == 0,
+             f"num_q_heads={self.num_q_heads} is not divisible by num_kv_heads={self.num_kv_heads} "
+             "(each key/value head serves a whole group of query heads)")
+        need(self.key_size % 2 == 0,
+             f"key_size={self.key_size} must be even (RoPE rotates pairs of dimensions)")
+        need(self.num_selected_experts <= self.num_experts,
+             f"num_selected_experts={self.num_selected_experts} exceeds num_experts={self.num_experts}")
+        need(0 <= self.pad_token < self.vocab_size and 0 <= self.eos_token < self.vocab_size,
+             f"pad_token={self.pad_token} and eos_token={self.eos_token} must be ids below "
+             f"vocab_size={self.vocab_size}")
+        need(self.ffn_size > 0, f"widening_factor={self.widening_factor} gives an empty expert FFN")
+
+    # ---- derived sizes ----------------------------------------------------------------------
+
+    @property
+    def ffn_size(self) -> int:
+        """Expert hidden width: the official formula, int(w * emb) * 2 // 3 rounded up to a multiple of 8."""
+        size = int(self.widening_factor * self.emb_size) * 2 // 3
+        return size + (8 - size) % 8
+
+    @property
+    def q_per_kv(self) -> int:
+        return self.num_q_heads // self.num_kv_heads
+
+    # ---- counting ---------------------------------------------------------------------------
+
+    def param_counts(self) -> dict[str, int]:
+        """Parameters by component: embedding (tied, counted once), attention, experts, router, norms."""
+        d, f, e = self.emb_size, self.ffn_size, self.num_experts
+        attention = d * self.num_q_heads * self.key_size * 2 + d * self.num_kv_heads * self.key_size * 2
+        return {
+            "embedding": self.vocab_size * d,
+            "attention": self.num_layers * attention,
+            "experts": self.num_layers * e * 3 * d * f,
+            "router": self.num_layers * d * e,
+            "norms": self.num_layers * 4 * d + d,
+        }
+
+    @property
+    def num_params(self) -> int:
+        return sum(self.param_counts().values())
+
+    @property
+    def num_active_params(self) -> int:
+        """Parameters a token touches: everything but the experts it was not routed to."""
+        counts = self.param_counts()
+        return self.num_params - counts["experts"] * (self.num_experts - self.num_selected_experts) // self.num_experts
+
+    def weight_bytes(self, fmt: str) -> int:
+        """Bytes of weights: "bf16" (everything bfloat16), "fp32", or "int8" (the release format:
+        int8 matrices with bfloat16 scales; embeddings, norms and router stay float32)."""
+        counts = self.param_counts()
+        if fmt in ("bf16", "fp32"):
+            return self.num_params * (2 if fmt == "bf16" else 4)
+        if fmt != "int8":
+            raise ConfigError(f"weight_bytes: format must be 'bf16', 'fp32' or 'int8', got {fmt!r}")
+        d, f, e, L = self.emb_size, self.ffn_size, self.num_experts, self.num_layers
+        q_out, kv_out = self.num_q_heads * self.key_size, self.num_kv_heads * self.key_size
+        # Scales: one per output column, times 8 input blocks for the row-parallel matrices.
+        scales = L * (q_out + 2 * kv_out + 8 * d + e * (2 * f + 8 * d))
+        matrices = counts["attention"] + counts["experts"]
+        float32 = counts["embedding"] + counts["router"] + counts["norms"]
+        return matrices + 2 * scales + 4 * float32
+
+    def kv_cache_bytes_per_token(self, bytes_per_value: int = 2) -> int:
+        """Keys and values of every layer for one token (bfloat16 by default)."""
+        return 2 * self.num_layers * self.num_kv_heads * self.key_size * bytes_per_value
+
+    # ---- I/O --------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict, *, source: str = "config") -> GrokConfig:
+        """Build from official field names; derived keys (ffn_size, rope_base, ...) must agree."""
+        names = {field.name for field in dataclasses.fields(cls)}
+        derived = {"ffn_size", "rope_base", "max_attn_val", "rms_norm_eps"}
+        unknown = set(values) - names - derived
+        if unknown:
+            raise ConfigError(f"{source}: unknown config keys {sorted(unknown)}")
+        config = cls(**{k: v for k, v in values.items() if k in names})
+        for key in sorted(derived & set(values)):
+            ours = getattr(config, key)
+            if not math.isclose(values[key], ours, rel_tol=1e-12):
+                raise ConfigError(f"{source}: {key}={values[key]!r} disagrees with the value derived "
+                                  f"from the other fields ({ours!r})")
+        return config
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> GrokConfig:
+        path = Path(path)
+        try:
+            values = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise ConfigError(f"{path}: cannot read a JSON config ({error})") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: expected a JSON object of config fields")
+        return cls.from_dict(values, source=str(path))
+
+
+def _scaled(**fields) -> GrokConfig:
+    """A Grok-1-shaped preset whose multipliers follow its own sizes, as Grok-1's follow 6144 and 128."""
+    fields.setdefault("attn_output_multiplier", 1 / math.sqrt(fields["key_size"]))
+    fields.setdefault("embedding_multiplier_scale", math.sqrt(fields["emb_size"]))
+    return GrokConfig(**fields)
+
+
+PRESETS: dict[str, GrokConfig] = {
+    # The release: 64 layers, 8 experts of width 32768, 315.7B parameters.
+    "grok-1": GrokConfig(),
+    # Trains on a laptop CPU in minutes: same shape of everything, tiny sizes.
+    "toy": _scaled(vocab_size=2048, emb_size=128, key_size=32, num_q_heads=4, num_kv_heads=2,
+                   num_layers=4, widening_factor=2.0, sequence_len=256),
+    # In between: a model one GPU trains quickly (144M parameters, 43M active).
+    "small": _scaled(vocab_size=8192, emb_size=512, key_size=64, num_q_heads=8, num_kv_heads=2,
+                     num_layers=8, widening_factor=4.0, sequence_len=1024),
+    # One full-width Grok-1 layer: the real shapes of everything, for benchmarks and sharding tests.
+    "grok-1-1layer": GrokConfig(num_layers=1),
+}
+
+
+def preset(name: str) -> GrokConfig:
+    """The preset called `name`, or a ConfigError listing the names that exist."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None

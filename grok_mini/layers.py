@@ -1,0 +1,153 @@
+"""The pieces of a Grok-1 decoder layer other than the MoE: linear maps, RMSNorm, RoPE, attention.
+
+Precision follows the official model: norms, rotary embedding, attention softmax in float32;
+matrix products in the activation dtype (bfloat16 by default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from einops import rearrange
+from flax import nnx
+
+from grok_mini.config import GrokConfig
+
+__all__ = ["record", "Linear", "RMSNorm", "rotary_embedding", "KVCache", "MultiHeadAttention", "attention_mask"]
+
+
+def record(module: nnx.Module, name: str, value: jax.Array):
+    """Keep `value` as an nnx.Intermediate of `module`, replacing the previous call's (no growth)."""
+    module.sow(nnx.Intermediate, name, value, reduce_fn=lambda _, new: new, init_fn=lambda: None)
+
+
+def _normal(rngs: nnx.Rngs, shape, fan_in: int, dtype):
+    return jax.random.normal(rngs.params(), shape, jnp.float32).astype(dtype) / fan_in**0.5
+
+
+class Linear(nnx.Module):
+    """y = x · w with w [in, out] (a stack [experts, in, out] when `experts` is given); no bias.
+
+    `w` is named as in the official Haiku checkpoint. It is stored in `param_dtype` and multiplied
+    in `dtype`, which is how the release runs: int8 × bfloat16 scale → bfloat16 matmul.
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, experts: int | None = None,
+                 dtype=jnp.bfloat16, param_dtype=jnp.float32, rngs: nnx.Rngs):
+        shape = (in_features, out_features) if experts is None else (experts, in_features, out_features)
+        self.w = nnx.Param(_normal(rngs, shape, in_features, param_dtype))
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return jnp.einsum("...i,io->...o", x.astype(self.dtype), self.w[...].astype(self.dtype))
+
+
+class RMSNorm(nnx.Module):
+    """scale ⊙ x / sqrt(mean(x²) + eps) in float32; the stored scale is used as is (no 1 + scale)."""
+
+    def __init__(self, size: int, *, eps: float = GrokConfig.rms_norm_eps):
+        self.scale = nnx.Param(jnp.ones((size,), jnp.float32))
+        self.eps = eps
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        normed = x32 * jax.lax.rsqrt(jnp.mean(x32**2, axis=-1, keepdims=True) + self.eps)
+        return (normed * self.scale[...]).astype(x.dtype)
+
+
+def rotary_embedding(x: jax.Array, positions: jax.Array, base: float = GrokConfig.rope_base) -> jax.Array:
+    """Rotate x [B, T, H, D] by position (half-split / NeoX convention, all D dimensions).
+
+    Dimension i pairs with i + D/2 (not with i + 1 as in the interleaved convention), and the
+    pair rotates by angle position / base^(2i/D). Computed in float32, returned in x's dtype.
+    """
+    half = x.shape[-1] // 2
+    inv_freq = 1.0 / base ** (jnp.arange(half, dtype=jnp.float32) * 2 / x.shape[-1])  # [D/2]
+    angles = positions.astype(jnp.float32)[:, :, None] * inv_freq  # [B, T, D/2]
+    angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]  # [B, T, 1, D]
+    x32 = x.astype(jnp.float32)
+    rotated_half = jnp.concatenate([-x32[..., half:], x32[..., :half]], axis=-1)
+    return (x32 * jnp.cos(angles) + rotated_half * jnp.sin(angles)).astype(x.dtype)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class KVCache:
+    """Keys and values of one layer for `S` positions, and how many positions each row has filled.
+
+    k, v: [B, S, KV, D]; key_mask: [B, S] (written and not padding); step: [B] int32.
+    """
+
+    k: jax.Array
+    v: jax.Array
+    key_mask: jax.Array
+    step: jax.Array
+
+    @classmethod
+    def empty(cls, batch: int, length: int, config: GrokConfig, dtype=jnp.bfloat16) -> KVCache:
+        shape = (batch, length, config.num_kv_heads, config.key_size)
+        return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype),
+                   jnp.zeros((batch, length), bool), jnp.zeros((batch,), jnp.int32))
+
+    def write(self, k: jax.Array, v: jax.Array, key_mask: jax.Array) -> KVCache:
+        """Store T new positions at each row's own step (rows may be at different steps)."""
+
+        def put(buffer, new, step):  # one row: buffer [S, ...], new [T, ...]
+            return jax.lax.dynamic_update_slice_in_dim(buffer, new.astype(buffer.dtype), step, axis=0)
+
+        put_rows = jax.vmap(put)
+        return KVCache(put_rows(self.k, k, self.step), put_rows(self.v, v, self.step),
+                       put_rows(self.key_mask, key_mask, self.step), self.step + k.shape[1])
+
+
+def attention_mask(query_positions: jax.Array, key_positions: jax.Array, key_mask: jax.Array) -> jax.Array:
+    """[B, T, S]: a query sees a key at or before its own position that is a real (non-pad) token."""
+    causal = key_positions[:, None, :] <= query_positions[:, :, None]
+    return causal & key_mask[:, None, :]
+
+
+class MultiHeadAttention(nnx.Module):
+    """Grouped-query attention with RoPE, 1/√key_size logits soft-capped by 30·tanh(x/30).
+
+    Query heads g·G … g·G+G-1 share key/value head g (G = num_q_heads / num_kv_heads).
+    """
+
+    def __init__(self, config: GrokConfig, *, dtype=jnp.bfloat16, param_dtype=jnp.float32, rngs: nnx.Rngs):
+        d, k = config.emb_size, config.key_size
+        linear = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.query = Linear(d, config.num_q_heads * k, **linear)
+        self.key = Linear(d, config.num_kv_heads * k, **linear)
+        self.value = Linear(d, config.num_kv_heads * k, **linear)
+        self.linear = Linear(config.num_q_heads * k, d, **linear)  # output projection
+        self.config = config
+        self.record_attention = False  # model.set_attributes(record_attention=True) sows the weights
+
+    def __call__(self, x: jax.Array, positions: jax.Array, key_mask: jax.Array,
+                 cache: KVCache | None = None) -> tuple[jax.Array, KVCache | None]:
+        """x [B, T, D], positions [B, T], key_mask [B, T] → ([B, T, D], updated cache)."""
+        cfg = self.config
+        q = rearrange(self.query(x), "b t (h d) -> b t h d", d=cfg.key_size)
+        k = rearrange(self.key(x), "b t (h d) -> b t h d", d=cfg.key_size)
+        v = rearrange(self.value(x), "b t (h d) -> b t h d", d=cfg.key_size)
+        q, k = rotary_embedding(q, positions), rotary_embedding(k, positions)
+
+        if cache is None:
+            key_positions = positions
+        else:
+            cache = cache.write(k, v, key_mask)
+            k, v, key_mask = cache.k.astype(q.dtype), cache.v.astype(q.dtype), cache.key_mask
+            key_positions = jnp.broadcast_to(jnp.arange(k.shape[1]), key_mask.shape)
+        mask = attention_mask(positions, key_positions, key_mask)  # [B, T, S]
+
+        q = rearrange(q, "b t (kv g) d -> b t kv g d", kv=cfg.num_kv_heads)
+        logits = jnp.einsum("btkgd,bskd->bkgts", q, k).astype(jnp.float32)
+        logits = logits * cfg.attn_output_multiplier
+        logits = cfg.max_attn_val * jnp.tanh(logits / cfg.max_attn_val)
+        logits = jnp.where(mask[:, None, None, :, :], logits, -1e30)
+        weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+        out = jnp.einsum("bkgts,bskd->btkgd", weights, v)
+        if self.record_attention:
+            record(self, "attention_weights", weights)
+        return self.linear(rearrange(out, "b t kv g d -> b t (kv g d)")), cache

@@ -1,0 +1,96 @@
+"""The release checkpoint layout: file order, int8 block scales, save/load round trips."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from grok_mini import Grok, GrokConfig, load_checkpoint, preset, save_checkpoint
+from grok_mini.checkpoint import QuantizedWeight8bit, dequantize, quantize, read_tensor, release_layout
+from tests.conftest import FIXTURE, TINY
+
+
+def params(model):
+    return {path: np.asarray(v.get_value()) for path, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+
+
+def test_layout_matches_the_fixture_manifest(fixture_config):
+    import json
+    manifest = json.loads((FIXTURE / "manifest.json").read_text())
+    layout = release_layout(fixture_config)
+    assert [t.path for t in layout] == [m["path"] for m in manifest]
+    assert [list(t.shape) for t in layout] == [m["shape"] for m in manifest]
+
+
+def test_grok1_file_numbers_from_the_facts_sheet():
+    # §4.2: 770 files; first file of layer L = 2 + 12·rank(L) in string order.
+    layout = release_layout(preset("grok-1"))
+    assert len(layout) == 770
+    first = {t.param[1]: t.index for t in reversed(layout) if t.param[0] == "decoder_layers"}
+    assert (first[10], first[2], first[63]) == (26, 146, 722)
+    assert layout[769].path == "transformer/decoder_layer_9/router/w"
+    assert layout[0].path == "language_model/in_out_embed/embeddings"
+
+
+def test_layer_10_is_read_from_the_files_the_release_puts_it_in(tmp_path):
+    config = GrokConfig(**{**TINY.to_dict(), "num_layers": 12})
+    model = Grok(config, dtype=jnp.float32, rngs=nnx.Rngs(1))
+    save_checkpoint(model, tmp_path)
+    # Layers in string order 0, 1, 10, 11, 2, ...: layer 10 owns files 26..37, layer 2 files 50..61.
+    gate_10 = read_tensor(tmp_path / "ckpt-0" / "tensor00026_000")
+    ours_10 = np.asarray(model.decoder_layers[10].moe.experts.linear.w.get_value())
+    np.testing.assert_allclose(dequantize(gate_10), ours_10, atol=np.abs(ours_10).max() / 100)
+    router_2 = read_tensor(tmp_path / "ckpt-0" / "tensor00061_000")
+    np.testing.assert_array_equal(router_2, np.asarray(model.decoder_layers[2].moe.router.w.get_value()))
+    # And loading puts them back where they belong.
+    loaded = load_checkpoint(tmp_path, config, dtype=jnp.float32)
+    np.testing.assert_array_equal(np.asarray(loaded.decoder_layers[10].moe.experts.linear.w.get_value()),
+                                  dequantize(gate_10))
+    assert not np.allclose(np.asarray(loaded.decoder_layers[2].moe.experts.linear.w.get_value()),
+                           dequantize(gate_10))
+
+
+def test_fixture_save_load_round_trips_exactly(tmp_path, fixture_config):
+    original = load_checkpoint(FIXTURE, fixture_config, dtype=jnp.float32)
+    save_checkpoint(original, tmp_path)
+    again = load_checkpoint(tmp_path, fixture_config, dtype=jnp.float32)
+    a, b = params(original), params(again)
+    assert a.keys() == b.keys()
+    for path in a:
+        np.testing.assert_array_equal(a[path], b[path], err_msg=str(path))
+
+
+def test_random_model_round_trips_after_quantisation(tmp_path):
+    save_checkpoint(Grok(TINY, dtype=jnp.float32, rngs=nnx.Rngs(3)), tmp_path / "a")
+    first = load_checkpoint(tmp_path / "a", TINY, dtype=jnp.float32)
+    save_checkpoint(first, tmp_path / "b")
+    second = load_checkpoint(tmp_path / "b", TINY, dtype=jnp.float32)
+    for path, value in params(first).items():
+        np.testing.assert_array_equal(value, params(second)[path], err_msg=str(path))
+
+
+def test_block_scales_apply_per_block_of_input_rows():
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(16, 3)).astype(np.float32)
+    w[8:] *= 100  # the second half of the rows needs a much larger scale
+    q = quantize(w, blocks=8)
+    assert q.weight.dtype == np.int8 and q.scales.shape == (8, 3)
+    assert float(q.scales[7, 0]) > 50 * float(q.scales[0, 0])
+    per_row_scale = np.repeat(q.scales.astype(np.float32), 2, axis=0)  # [16, 3]
+    assert np.all(np.abs(dequantize(q) - w) <= 0.75 * per_row_scale)  # rounding error stays within its block
+    by_hand = q.weight.astype(np.float32).reshape(8, 2, 3) * q.scales.astype(np.float32)[:, None, :]
+    np.testing.assert_array_equal(dequantize(q), by_hand.reshape(16, 3))
+
+
+def test_fixture_files_are_what_the_manifest_says():
+    value = read_tensor(FIXTURE / "ckpt-0" / "tensor00003_000")  # layer 0 moe/linear_1, 8 blocks
+    assert isinstance(value, QuantizedWeight8bit)
+    assert value.weight.shape == (8, 176, 128) and value.scales.shape == (8, 8, 128)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_loaded_dtypes(fixture_config, dtype):
+    model = load_checkpoint(FIXTURE, fixture_config, dtype=dtype)
+    assert model.decoder_layers[0].moe.experts.linear.w.get_value().dtype == dtype
+    assert model.decoder_layers[0].moe.router.w.get_value().dtype == jnp.float32
+    assert model.in_out_embed.get_value().dtype == jnp.float32

@@ -1,0 +1,20 @@
+"""environment.yml (conda users) lists the same dependencies as pyproject.toml (the pip truth)."""
+
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+
+
+def normalise(requirement: str) -> str:
+    return re.sub(r"\s+", "", requirement).lower().replace("_", "-")
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = {normalise(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]}
+    lines = (ROOT / "environment.yml").read_text().splitlines()
+    pip_entries = [line.strip()[2:] for line in lines if line.startswith("      - ")]  # under `- pip:`
+    listed = {normalise(entry) for entry in pip_entries if entry != "-e ."}
+    assert listed == wanted, f"only in pyproject: {wanted - listed}; only in environment.yml: {listed - wanted}"
