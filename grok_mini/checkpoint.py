@@ -28,6 +28,7 @@ from flax import nnx
 
 from grok_mini.config import GrokConfig
 from grok_mini.model import Grok
+from grok_mini.quant import QuantizedWeight8bit, dequantize, quantize
 
 __all__ = ["CheckpointError", "QuantizedWeight8bit", "ReleaseUnpickler", "ReleaseTensor", "release_layout",
            "read_tensor", "dequantize", "quantize", "load_checkpoint", "save_checkpoint"]
@@ -37,14 +38,6 @@ CHECKPOINT_DIR = "ckpt-0"
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read as the given config: names the file and the parameter."""
-
-
-@dataclasses.dataclass
-class QuantizedWeight8bit:
-    """The release's int8 matrix: dequantised = weight * scales (scales broadcast per input block)."""
-
-    weight: np.ndarray  # int8 [..., in, out]
-    scales: np.ndarray  # bfloat16 [..., blocks, out]
 
 
 # ---- which file holds which parameter ---------------------------------------------------------
@@ -146,26 +139,6 @@ def read_tensor(path: str | Path) -> np.ndarray | QuantizedWeight8bit:
     return value
 
 
-def dequantize(q: QuantizedWeight8bit, dtype=np.float32) -> np.ndarray:
-    """int8 weight [..., in, out] × scales [..., blocks, out], each block scaling in/blocks input rows."""
-    weight, scales = q.weight, q.scales
-    blocks, size_in = scales.shape[-2], weight.shape[-2]
-    blocked = weight.reshape(*weight.shape[:-2], blocks, size_in // blocks, weight.shape[-1])
-    product = blocked.astype(dtype) * scales.astype(dtype)[..., :, None, :]
-    return product.reshape(weight.shape)
-
-
-def quantize(w: np.ndarray, blocks: int) -> QuantizedWeight8bit:
-    """Symmetric int8 with a bfloat16 scale per (input block, output column), as the release stores it."""
-    w = np.asarray(w, np.float32)
-    size_in = w.shape[-2]
-    blocked = w.reshape(*w.shape[:-2], blocks, size_in // blocks, w.shape[-1])
-    scales = (np.abs(blocked).max(axis=-2) / 127).astype(ml_dtypes.bfloat16)  # [..., blocks, out]
-    safe = np.where(scales == 0, 1, scales).astype(np.float32)[..., :, None, :]
-    weight = np.clip(np.round(blocked / safe), -127, 127).astype(np.int8).reshape(w.shape)
-    return QuantizedWeight8bit(weight=weight, scales=scales)
-
-
 def _check(tensor: ReleaseTensor, value, source: Path) -> None:
     """Raise CheckpointError unless `value` has the shape, dtype and scales `tensor` needs."""
     where = f"{source}: parameter {tensor.path}"
@@ -218,20 +191,30 @@ def iter_release_tensors(path: str | Path, config: GrokConfig
         yield tensor, value
 
 
-def load_checkpoint(path: str | Path, config: GrokConfig, *, dtype=jnp.bfloat16) -> Grok:
+def load_checkpoint(path: str | Path, config: GrokConfig, *, dtype=jnp.bfloat16, quantized: bool = False) -> Grok:
     """Read a release-format checkpoint (`path` holds `ckpt-0/`) into a Grok with `dtype` activations.
 
-    Matrices are dequantised in float32 and stored in `dtype` (so bfloat16 gives the release's own
-    int8 × bfloat16-scale product); embeddings, norms and router stay float32. The model is built
-    abstractly first, so nothing is allocated twice, and returned only if every file was read.
+    quantized=False dequantises the matrices once, in float32, and stores them in `dtype` (so
+    bfloat16 gives the release's own int8 × bfloat16-scale product); quantized=True keeps them int8
+    with their scales (~1 byte a parameter). Embeddings, norms and router stay float32. The model
+    is built abstractly first, so nothing is allocated twice, and returned only if every file was read.
     """
-    abstract = nnx.eval_shape(lambda: Grok(config, dtype=dtype, param_dtype=dtype))
+    abstract = nnx.eval_shape(lambda: Grok(config, dtype=dtype, param_dtype=jnp.int8 if quantized else dtype))
     graphdef, state = nnx.split(abstract)
     flat = dict(nnx.to_flat_state(state))
-    for tensor, value in iter_release_tensors(path, config):
-        array = dequantize(value) if isinstance(value, QuantizedWeight8bit) else value
-        variable = flat[tensor.param]
+
+    def put(param: tuple, array) -> None:
+        variable = flat[param]
         variable.set_value(jnp.asarray(array, dtype=variable.get_value().dtype))
+
+    for tensor, value in iter_release_tensors(path, config):
+        if not isinstance(value, QuantizedWeight8bit):
+            put(tensor.param, value)
+        elif quantized:
+            put(tensor.param, value.weight)
+            put((*tensor.param[:-1], "scales"), value.scales)
+        else:
+            put(tensor.param, dequantize(value.weight, value.scales))
     return nnx.merge(graphdef, nnx.from_flat_state(flat))
 
 
@@ -260,12 +243,18 @@ def save_checkpoint(model: Grok, path: str | Path) -> Path:
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    flat = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
+    flat = {path: variable.get_value() for path, variable in nnx.to_flat_state(nnx.state(model, nnx.Param))}
     staging = Path(tempfile.mkdtemp(prefix=".ckpt-0.", dir=path))
     try:
         for tensor in release_layout(model.config):
-            array = np.asarray(flat[tensor.param].get_value(), np.float32)
-            value = array if tensor.blocks is None else quantize(array, tensor.blocks)
+            array = np.asarray(flat[tensor.param])
+            scales = flat.get((*tensor.param[:-1], "scales"))
+            if tensor.blocks is None:
+                value = array
+            elif scales is not None:  # already int8: write it as it is
+                value = QuantizedWeight8bit(weight=array, scales=np.asarray(scales))
+            else:
+                value = quantize(array.astype(np.float32), tensor.blocks)
             with open(staging / tensor.filename, "wb") as file:
                 file.write(_pickle_release(value))
         target = path / CHECKPOINT_DIR

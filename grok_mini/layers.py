@@ -14,6 +14,7 @@ from einops import rearrange
 from flax import nnx
 
 from grok_mini.config import GrokConfig
+from grok_mini.quant import dequantize, quantize
 
 __all__ = ["record", "Linear", "RMSNorm", "rotary_embedding", "KVCache", "MultiHeadAttention", "attention_mask"]
 
@@ -30,18 +31,37 @@ def _normal(rngs: nnx.Rngs, shape, fan_in: int, dtype):
 class Linear(nnx.Module):
     """y = x · w with w [in, out] (a stack [experts, in, out] when `experts` is given); no bias.
 
-    `w` is named as in the official Haiku checkpoint. It is stored in `param_dtype` and multiplied
-    in `dtype`, which is how the release runs: int8 × bfloat16 scale → bfloat16 matmul.
+    `w` is named as in the official Haiku checkpoint and multiplied in `dtype`. With
+    param_dtype=jnp.int8 it stays int8 in memory beside bfloat16 `scales` [..., blocks, out], as
+    released (see quant.py), and is dequantised block by block inside the matmul.
     """
 
-    def __init__(self, in_features: int, out_features: int, *, experts: int | None = None,
+    def __init__(self, in_features: int, out_features: int, *, experts: int | None = None, blocks: int = 1,
                  dtype=jnp.bfloat16, param_dtype=jnp.float32, rngs: nnx.Rngs):
         shape = (in_features, out_features) if experts is None else (experts, in_features, out_features)
-        self.w = nnx.Param(_normal(rngs, shape, in_features, param_dtype))
+        if jnp.dtype(param_dtype) == jnp.int8:
+            q = quantize(_normal(rngs, shape, in_features, jnp.float32), blocks)
+            self.w, self.scales = nnx.Param(q.weight), nnx.Param(jnp.asarray(q.scales))
+        else:
+            self.w, self.scales = nnx.Param(_normal(rngs, shape, in_features, param_dtype)), None
         self.dtype = dtype
 
+    def kernel(self) -> jax.Array:
+        """The weight in `dtype`, dequantised first if stored as int8 (the plain reference path)."""
+        if self.scales is None:
+            return self.w[...].astype(self.dtype)
+        return dequantize(self.w[...], self.scales[...], self.dtype)
+
     def __call__(self, x: jax.Array) -> jax.Array:
-        return jnp.einsum("...i,io->...o", x.astype(self.dtype), self.w[...].astype(self.dtype))
+        x = x.astype(self.dtype)
+        if self.scales is None:
+            return jnp.einsum("...i,io->...o", x, self.w[...].astype(self.dtype))
+        # int8: multiply each input block by its int8 rows (exact in bf16), then scale and sum the blocks.
+        blocks = self.scales.shape[-2]
+        x_blocks = rearrange(x, "... (b i) -> ... b i", b=blocks)
+        w_blocks = rearrange(self.w[...], "(b i) o -> b i o", b=blocks).astype(self.dtype)
+        partial = jnp.einsum("...bi,bio->...bo", x_blocks, w_blocks)
+        return jnp.einsum("...bo,bo->...o", partial, self.scales[...].astype(self.dtype))
 
 
 class RMSNorm(nnx.Module):
@@ -120,7 +140,7 @@ class MultiHeadAttention(nnx.Module):
         self.query = Linear(d, config.num_q_heads * k, **linear)
         self.key = Linear(d, config.num_kv_heads * k, **linear)
         self.value = Linear(d, config.num_kv_heads * k, **linear)
-        self.linear = Linear(config.num_q_heads * k, d, **linear)  # output projection
+        self.linear = Linear(config.num_q_heads * k, d, blocks=8, **linear)  # output projection
         self.config = config
         self.record_attention = False  # model.set_attributes(record_attention=True) sows the weights
 

@@ -52,7 +52,7 @@ class Experts(nnx.Module):
         linear = dict(experts=e, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.linear = Linear(d, f, **linear)  # gate, through GELU
         self.linear_v = Linear(d, f, **linear)  # value, not activated
-        self.linear_1 = Linear(f, d, **linear)  # down projection
+        self.linear_1 = Linear(f, d, blocks=8, **linear)  # down projection
         self.dtype = dtype
 
 
@@ -64,10 +64,10 @@ def dense_moe(experts: Experts, x: jax.Array, gates: jax.Array) -> jax.Array:
     """
     dtype = experts.dtype
     x = x.astype(dtype)
-    gate = jnp.einsum("nd,edf->enf", x, experts.linear.w[...].astype(dtype))
-    value = jnp.einsum("nd,edf->enf", x, experts.linear_v.w[...].astype(dtype))
+    gate = jnp.einsum("nd,edf->enf", x, experts.linear.kernel())
+    value = jnp.einsum("nd,edf->enf", x, experts.linear_v.kernel())
     hidden = gelu_tanh(gate) * value
-    out = jnp.einsum("enf,efd->end", hidden, experts.linear_1.w[...].astype(dtype))  # [E, N, D]
+    out = jnp.einsum("enf,efd->end", hidden, experts.linear_1.kernel())  # [E, N, D]
     return jnp.einsum("ne,end->nd", gates.astype(dtype), out)
 
 

@@ -6,7 +6,8 @@ import pytest
 from flax import nnx
 
 from grok_mini import Grok, GrokConfig, load_checkpoint, preset, save_checkpoint
-from grok_mini.checkpoint import QuantizedWeight8bit, dequantize, quantize, read_tensor, release_layout
+from grok_mini.checkpoint import read_tensor, release_layout
+from grok_mini.quant import QuantizedWeight8bit, dequantize, quantize
 from tests.conftest import FIXTURE, TINY
 
 
@@ -39,15 +40,15 @@ def test_layer_10_is_read_from_the_files_the_release_puts_it_in(tmp_path):
     # Layers in string order 0, 1, 10, 11, 2, ...: layer 10 owns files 26..37, layer 2 files 50..61.
     gate_10 = read_tensor(tmp_path / "ckpt-0" / "tensor00026_000")
     ours_10 = np.asarray(model.decoder_layers[10].moe.experts.linear.w.get_value())
-    np.testing.assert_allclose(dequantize(gate_10), ours_10, atol=np.abs(ours_10).max() / 100)
+    np.testing.assert_allclose(dequantize(gate_10.weight, gate_10.scales), ours_10, atol=np.abs(ours_10).max() / 100)
     router_2 = read_tensor(tmp_path / "ckpt-0" / "tensor00061_000")
     np.testing.assert_array_equal(router_2, np.asarray(model.decoder_layers[2].moe.router.w.get_value()))
     # And loading puts them back where they belong.
     loaded = load_checkpoint(tmp_path, config, dtype=jnp.float32)
     np.testing.assert_array_equal(np.asarray(loaded.decoder_layers[10].moe.experts.linear.w.get_value()),
-                                  dequantize(gate_10))
+                                  dequantize(gate_10.weight, gate_10.scales))
     assert not np.allclose(np.asarray(loaded.decoder_layers[2].moe.experts.linear.w.get_value()),
-                           dequantize(gate_10))
+                           dequantize(gate_10.weight, gate_10.scales))
 
 
 def test_fixture_save_load_round_trips_exactly(tmp_path, fixture_config):
@@ -77,9 +78,10 @@ def test_block_scales_apply_per_block_of_input_rows():
     assert q.weight.dtype == np.int8 and q.scales.shape == (8, 3)
     assert float(q.scales[7, 0]) > 50 * float(q.scales[0, 0])
     per_row_scale = np.repeat(q.scales.astype(np.float32), 2, axis=0)  # [16, 3]
-    assert np.all(np.abs(dequantize(q) - w) <= 0.75 * per_row_scale)  # rounding error stays within its block
+    # rounding error stays within its own block's scale
+    assert np.all(np.abs(dequantize(q.weight, q.scales) - w) <= 0.75 * per_row_scale)
     by_hand = q.weight.astype(np.float32).reshape(8, 2, 3) * q.scales.astype(np.float32)[:, None, :]
-    np.testing.assert_array_equal(dequantize(q), by_hand.reshape(16, 3))
+    np.testing.assert_array_equal(dequantize(q.weight, q.scales), by_hand.reshape(16, 3))
 
 
 def test_fixture_files_are_what_the_manifest_says():
@@ -94,3 +96,23 @@ def test_loaded_dtypes(fixture_config, dtype):
     assert model.decoder_layers[0].moe.experts.linear.w.get_value().dtype == dtype
     assert model.decoder_layers[0].moe.router.w.get_value().dtype == jnp.float32
     assert model.in_out_embed.get_value().dtype == jnp.float32
+
+
+def test_quantized_load_keeps_int8_and_matches_dequantised(fixture_config, reference):
+    from tests.conftest import forward, relative_error
+
+    int8 = load_checkpoint(FIXTURE, fixture_config, dtype=jnp.float32, quantized=True)
+    gate = int8.decoder_layers[0].moe.experts.linear
+    assert gate.w.get_value().dtype == jnp.int8 and gate.scales.get_value().shape == (8, 1, 176)
+    assert int8.decoder_layers[0].multi_head_attention.linear.scales.get_value().shape == (8, 128)
+    logits = forward(int8, reference["tokens"])
+    assert relative_error(logits, reference["logits"]) < 1e-4  # float32: block-wise = dequantise-first
+
+
+def test_quantized_model_saves_its_int8_exactly(tmp_path, fixture_config):
+    int8 = load_checkpoint(FIXTURE, fixture_config, dtype=jnp.float32, quantized=True)
+    save_checkpoint(int8, tmp_path)
+    for name in ("tensor00003_000", "tensor00006_000"):  # moe linear_1 and attention linear: 8 blocks
+        original, written = read_tensor(FIXTURE / "ckpt-0" / name), read_tensor(tmp_path / "ckpt-0" / name)
+        np.testing.assert_array_equal(original.weight, written.weight)
+        np.testing.assert_array_equal(original.scales, written.scales)
