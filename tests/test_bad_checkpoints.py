@@ -1,0 +1,126 @@
+"""Hostile and broken checkpoints: refused with one clear CheckpointError, nothing executed, nothing half-loaded."""
+
+import os
+import pickle
+import shutil
+import subprocess
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from grok_mini import CheckpointError, load_checkpoint
+from grok_mini.checkpoint import _pickle_release, read_tensor
+from grok_mini.quant import QuantizedWeight8bit
+from tests.conftest import FIXTURE
+
+
+class Evil:
+    """Unpickling this would call `function(*args)`."""
+
+    def __init__(self, function, *args):
+        self.function, self.args = function, args
+
+    def __reduce__(self):
+        return self.function, self.args
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    """A writable copy of the official fixture checkpoint."""
+    shutil.copytree(FIXTURE / "ckpt-0", tmp_path / "ckpt-0")
+    for path in (tmp_path / "ckpt-0").iterdir():
+        path.chmod(0o644)
+    return tmp_path
+
+
+@pytest.mark.parametrize("make_payload, global_name", [
+    (lambda marker: Evil(os.system, f"touch {marker}"), "posix.system"),
+    (lambda marker: Evil(eval, f"open({str(marker)!r}, 'w').close()"), "builtins.eval"),
+    (lambda marker: Evil(subprocess.call, ["touch", str(marker)]), "subprocess.call"),
+    (lambda marker: Evil(shutil.rmtree, str(marker)), "shutil.rmtree"),
+])
+def test_hostile_global_is_refused_and_nothing_runs(checkpoint, fixture_config, tmp_path, make_payload, global_name):
+    marker = tmp_path / "pwned"
+    target = checkpoint / "ckpt-0" / "tensor00005_000"
+    target.write_bytes(pickle.dumps(make_payload(marker)))
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(checkpoint, fixture_config, dtype=jnp.float32)
+    assert str(target) in str(error.value) and global_name in str(error.value)
+    assert not marker.exists()
+
+
+def test_hostile_global_nested_inside_a_quantized_weight(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "tensor00000_000"
+    path.write_bytes(_pickle_release(QuantizedWeight8bit(weight=Evil(os.system, f"touch {marker}"),
+                                                         scales=np.ones((1, 2), np.float32))))
+    with pytest.raises(CheckpointError, match="posix.system"):
+        read_tensor(path)
+    assert not marker.exists()
+
+
+def test_missing_ckpt0(tmp_path, fixture_config):
+    with pytest.raises(CheckpointError, match="no ckpt-0/ folder"):
+        load_checkpoint(tmp_path, fixture_config)
+    with pytest.raises(CheckpointError, match="not ckpt-0 itself"):
+        load_checkpoint(FIXTURE / "ckpt-0", fixture_config)
+
+
+def test_missing_and_extra_files(checkpoint, fixture_config):
+    (checkpoint / "ckpt-0" / "tensor00049_000").unlink()
+    with pytest.raises(CheckpointError, match=r"1 of 50 tensor files missing \(first: tensor00049_000\)"):
+        load_checkpoint(checkpoint, fixture_config)
+    shutil.copy(checkpoint / "ckpt-0" / "tensor00048_000", checkpoint / "ckpt-0" / "tensor00049_000")
+    shutil.copy(checkpoint / "ckpt-0" / "tensor00048_000", checkpoint / "ckpt-0" / "tensor00050_000")
+    with pytest.raises(CheckpointError, match="tensor00050_000.*num_layers=4"):
+        load_checkpoint(checkpoint, fixture_config)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_truncated_or_corrupted_file(checkpoint, fixture_config, damage):
+    target = checkpoint / "ckpt-0" / "tensor00003_000"
+    data = target.read_bytes()
+    target.write_bytes({"truncate": data[: len(data) // 2], "garbage": b"\x00\x13garbage" * 100,
+                        "empty": b""}[damage])
+    with pytest.raises(CheckpointError, match=f"{target}: not a readable tensor pickle"):
+        load_checkpoint(checkpoint, fixture_config)
+
+
+def test_wrong_shape_names_file_parameter_and_shapes(checkpoint, fixture_config):
+    target = checkpoint / "ckpt-0" / "tensor00001_000"  # final norm scale, (128,)
+    target.write_bytes(_pickle_release(np.ones(64, np.float32)))
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(checkpoint, fixture_config)
+    message = str(error.value)
+    assert str(target) in message and "language_model/rms_norm/scale" in message
+    assert "(128,)" in message and "(64,)" in message
+
+
+def test_wrong_dtype(checkpoint, fixture_config):
+    target = checkpoint / "ckpt-0" / "tensor00001_000"
+    target.write_bytes(_pickle_release(np.ones(128, np.float64)))
+    with pytest.raises(CheckpointError, match="rms_norm/scale: expected a float32 array, found float64"):
+        load_checkpoint(checkpoint, fixture_config)
+
+
+def test_float_where_int8_expected(checkpoint, fixture_config):
+    target = checkpoint / "ckpt-0" / "tensor00002_000"  # layer 0 moe/linear
+    target.write_bytes(_pickle_release(np.ones((8, 128, 176), np.float32)))
+    with pytest.raises(CheckpointError, match="decoder_layer_0/moe/linear/w: expected a QuantizedWeight8bit"):
+        load_checkpoint(checkpoint, fixture_config)
+
+
+def test_scales_that_do_not_broadcast(checkpoint, fixture_config):
+    target = checkpoint / "ckpt-0" / "tensor00003_000"  # layer 0 moe/linear_1: scales (8, 8, 128)
+    original = read_tensor(target)
+    target.write_bytes(_pickle_release(QuantizedWeight8bit(weight=original.weight, scales=original.scales[:, :3])))
+    with pytest.raises(CheckpointError, match=r"moe/linear_1/w: scales do not fit.*\(8, 8, 128\).*\(8, 3, 128\)"):
+        load_checkpoint(checkpoint, fixture_config)
+
+
+def test_config_that_does_not_fit_the_checkpoint(fixture_config):
+    wider = type(fixture_config)(**{**fixture_config.to_dict(), "vocab_size": 1024})
+    expected = r"in_out_embed/embeddings: expected shape \(1024, 128\), found \(512, 128\)"
+    with pytest.raises(CheckpointError, match=expected):
+        load_checkpoint(FIXTURE, wider)
