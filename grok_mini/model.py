@@ -4,13 +4,33 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from grok_mini.config import GrokConfig
 from grok_mini.layers import KVCache, MultiHeadAttention, RMSNorm, record
 from grok_mini.moe import MoELayer
 
-__all__ = ["DecoderLayer", "Grok"]
+__all__ = ["DecoderLayer", "Grok", "validate_tokens"]
+
+
+def validate_tokens(tokens, config: GrokConfig) -> np.ndarray:
+    """Check concrete token ids on the host: [B, T] integers in [0, vocab_size), 1 <= T <= sequence_len.
+
+    An out-of-range id would otherwise be clamped silently by the embedding lookup.
+    """
+    array = np.asarray(tokens)
+    if array.ndim != 2 or array.shape[1] == 0 or array.shape[0] == 0:
+        raise ValueError(f"tokens must be a non-empty [batch, length] array of ids, got shape {array.shape}")
+    if not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"tokens must be integer ids, got dtype {array.dtype}")
+    low, high = int(array.min()), int(array.max())
+    if low < 0 or high >= config.vocab_size:
+        bad = low if low < 0 else high
+        raise ValueError(f"token id {bad} is outside the vocabulary [0, {config.vocab_size})")
+    if array.shape[1] > config.sequence_len:
+        raise ValueError(f"{array.shape[1]} tokens exceed sequence_len={config.sequence_len}")
+    return array.astype(np.int32)
 
 
 class DecoderLayer(nnx.Module):
@@ -41,7 +61,8 @@ class Grok(nnx.Module):
     dtype is the activation dtype (bfloat16 as released, or float32); param_dtype holds the seven
     matrices of each layer. Embedding, norms and router are always float32, as in the release.
     With a cache (one KVCache per layer, see `init_cache`), `model(tokens, cache)` continues
-    from where the cache stopped and returns (logits, cache).
+    from where the cache stopped and returns (logits, cache); the caller keeps step + T within the
+    cache length (`generate` does), since writes past its end cannot be detected inside jit.
     """
 
     def __init__(self, config: GrokConfig, *, dtype=jnp.bfloat16, param_dtype=jnp.float32,
@@ -64,6 +85,8 @@ class Grok(nnx.Module):
 
     def __call__(self, tokens: jax.Array, cache: list[KVCache] | None = None):
         cfg = self.config
+        if not isinstance(tokens, jax.core.Tracer):  # concrete input: check it (traced input is the caller's job)
+            tokens = validate_tokens(tokens, cfg)
         tokens = jnp.asarray(tokens)
         key_mask = tokens != cfg.pad_token  # padding is masked as keys only
         start = jnp.zeros((tokens.shape[0],), jnp.int32) if cache is None else cache[0].step

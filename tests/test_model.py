@@ -79,3 +79,16 @@ def test_rope_preserves_norm_and_depends_on_relative_position():
     assert score(3, 1) != pytest.approx(score(3, 2), rel=1e-3)
     rotated = rotary_embedding(jnp.asarray(q), jnp.array([[7]]))
     assert float(jnp.linalg.norm(rotated)) == pytest.approx(float(np.linalg.norm(q)), rel=1e-6)
+
+
+@pytest.mark.parametrize("tokens, message", [
+    ([[1, 2, TINY.vocab_size]], f"token id {TINY.vocab_size} is outside the vocabulary"),
+    ([[1, -3, 2]], "token id -3 is outside the vocabulary"),
+    (np.zeros((1, 0), np.int32), "non-empty"),
+    ([1, 2, 3], r"\[batch, length\]"),
+    ([[1.5, 2.0]], "integer ids"),
+    (np.ones((1, TINY.sequence_len + 1), np.int32), "exceed sequence_len=64"),
+])
+def test_bad_tokens_are_refused(tiny_model, tokens, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_model(tokens)
