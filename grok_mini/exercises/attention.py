@@ -1,0 +1,91 @@
+"""Notebook 04 (attention and GQA): which K/V head a query head reads, and capped grouped-query attention."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from grok_mini.config import GrokConfig
+from grok_mini.exercises import call, expect_close, expect_equal, run_check
+
+__all__ = ["check_kv_head", "check_attention", "reference_attention"]
+
+
+def check_kv_head(kv_head_for) -> bool:
+    """kv_head_for(query_head, num_q_heads, num_kv_heads) → the key/value head that query head reads."""
+
+    def check():
+        for num_q, num_kv in ((48, 8), (4, 2), (6, 3), (8, 8), (8, 1)):
+            group = num_q // num_kv
+            got = [call(kv_head_for, h, num_q, num_kv) for h in range(num_q)]
+            mistakes = [([h % num_kv for h in range(num_q)], "heads are grouped contiguously: query heads "
+                         f"0…{group - 1} all read K/V head 0 (h // group), not every {num_kv}th head (h % KV)."),
+                        ([h // num_kv for h in range(num_q)], f"divide by the group size ({num_q} / {num_kv} = "
+                         f"{group} query heads per K/V head), not by the number of K/V heads.")]
+            expect_equal([int(g) for g in got], [h // group for h in range(num_q)],
+                         what=f"kv_head_for(h, {num_q}, {num_kv}) for h = 0…{num_q - 1}", mistakes=mistakes)
+        return "48/8 (Grok-1), 4/2, 6/3, 8/8 (MHA) and 8/1 (MQA)"
+
+    return run_check("kv_head_for", check, hint="G = num_q_heads // num_kv_heads query heads share one K/V "
+                     "head, in contiguous groups.")
+
+
+def reference_attention(q, k, v, mask, *, cap: float | None = GrokConfig.max_attn_val, scaled: bool = True,
+                        grouping: str = "contiguous", masked: bool = True, softmax_axis: int = -1) -> np.ndarray:
+    """Plain float64 grouped-query attention, with switches that reproduce common mistakes.
+
+    q [B, T, H, D], k and v [B, S, KV, D], mask [B, T, S] (True = may attend) → [B, T, H, D].
+    tests/test_exercises.py checks the default against layers.MultiHeadAttention.
+    """
+    q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
+    heads, kv_heads = q.shape[2], k.shape[2]
+    group = heads // kv_heads
+    kv_of = np.arange(heads) // group if grouping == "contiguous" else np.arange(heads) % kv_heads
+    k, v = k[:, :, kv_of], v[:, :, kv_of]  # [B, S, H, D]: each query head's own copy of its K/V head
+    logits = np.einsum("bthd,bshd->bhts", q, k)
+    if scaled:
+        logits = logits / np.sqrt(q.shape[-1])
+    if cap is not None:
+        logits = cap * np.tanh(logits / cap)
+    if masked:
+        logits = np.where(np.asarray(mask)[:, None], logits, -1e30)
+    logits = logits - logits.max(axis=softmax_axis, keepdims=True)
+    weights = np.exp(logits)
+    weights = weights / weights.sum(axis=softmax_axis, keepdims=True)
+    return np.einsum("bhts,bshd->bthd", weights, v)
+
+
+def check_attention(attention) -> bool:
+    """attention(q [B, T, H, D], k [B, S, KV, D], v [B, S, KV, D], mask [B, T, S]) → [B, T, H, D]."""
+    rng = np.random.default_rng(5)
+
+    def check():
+        b, t, heads, kv_heads, d = 2, 5, 4, 2, 8
+        # Large q and k, so that many logits reach the 30·tanh cap's curved part.
+        q = (4 * rng.standard_normal((b, t, heads, d))).astype(np.float32)
+        k = (4 * rng.standard_normal((b, t, kv_heads, d))).astype(np.float32)
+        v = rng.standard_normal((b, t, kv_heads, d)).astype(np.float32)
+        causal = np.tril(np.ones((t, t), bool))
+        not_pad = np.array([[True] * 5, [True, True, True, False, False]])  # row 2: 2 pad tokens at the end
+        mask = causal[None] & not_pad[:, None, :]
+        got = call(attention, *(jnp.asarray(a) for a in (q, k, v, mask)))
+        mistakes = [
+            (reference_attention(q, k, v, mask, cap=None), "apply the soft cap: logits = 30·tanh(logits / 30), "
+                                                           "after the 1/√d scaling and before the mask."),
+            (reference_attention(q, k, v, mask, grouping="modular"), "query head h reads K/V head h // G "
+                                                                     "(contiguous groups), not h % KV."),
+            (reference_attention(q, k, v, mask, scaled=False), "scale the logits by 1/√d (d = head size) "
+                                                               "before the cap."),
+            (reference_attention(q, k, v, mask, masked=False), "masked positions must get zero weight: set "
+                                                               "their logits to a large negative number."),
+            (reference_attention(q, k, v, mask, softmax_axis=-2), "the softmax runs over the keys (the last "
+                                                                  "axis of [B, H, T, S])."),
+            (reference_attention(q, k, v, mask, cap=30.0 * np.sqrt(d)), "cap after scaling: "
+                                                                        "30·tanh((q·k/√d) / 30)."),
+        ]
+        expect_close(got, reference_attention(q, k, v, mask), what="attention(q [2, 5, 4, 8], k/v [2, 5, 2, 8], "
+                     "causal + padding mask)", rtol=1e-4, atol=1e-5, mistakes=mistakes)
+        return "GQA grouping, 1/√d, 30·tanh cap, causal and padding masks"
+
+    return run_check("attention", check, hint="repeat each K/V head G times along the head axis (jnp.repeat), "
+                     "logits = q·k/√d, 30·tanh(logits/30), mask to −1e30, softmax over keys, weights·v.")

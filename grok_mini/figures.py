@@ -1,0 +1,213 @@
+"""Regenerate every PNG in `figures/` from the plotting code the notebooks call (`grok_mini.viz`).
+
+`grok-mini figures` renders them all; `--only NAME` renders some; `--list` prints the registry and
+`--markdown` the README gallery. Each figure is a function registered with `@figure(name, caption)`
+that builds its inputs the way its notebook does (same presets, same seeds) and returns a
+matplotlib Figure. To add one, append a registered function in the section of its notebook: the
+test suite then checks it renders, and that figures/ holds exactly the registered PNGs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["FIGURES", "FigureSpec", "figure", "render", "default_out_dir", "gallery_markdown"]
+
+
+@dataclasses.dataclass(frozen=True)
+class FigureSpec:
+    name: str  # the file is figures/<name>.png; start with the notebook number
+    caption: str  # one line, shown in the README gallery
+    build: Callable  # () -> matplotlib Figure
+
+
+FIGURES: dict[str, FigureSpec] = {}
+
+
+def figure(name: str, caption: str):
+    """Register a figure builder under `name` (a decorator)."""
+
+    def register(build: Callable) -> Callable:
+        if name in FIGURES:
+            raise ValueError(f"figure {name!r} is registered twice")
+        FIGURES[name] = FigureSpec(name, caption, build)
+        return build
+
+    return register
+
+
+def default_out_dir() -> Path:
+    """figures/ of the checkout this package lives in, else ./figures."""
+    checkout = Path(__file__).resolve().parent.parent
+    return checkout / "figures" if (checkout / "pyproject.toml").exists() else Path("figures")
+
+
+def render(names: list[str] | None = None, out_dir: str | Path | None = None) -> list[Path]:
+    """Render the named figures (all by default) as PNGs into out_dir; returns the paths written."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no window, works without a display
+    import matplotlib.pyplot as plt
+
+    names = list(FIGURES) if names is None else names
+    unknown = [n for n in names if n not in FIGURES]
+    if unknown:
+        raise ValueError(f"unknown figure(s) {', '.join(unknown)}; choose from {', '.join(FIGURES)}")
+    out_dir = default_out_dir() if out_dir is None else Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in names:
+        fig = FIGURES[name].build()
+        path = out_dir / f"{name}.png"
+        fig.savefig(path, metadata={"Software": None})  # no version stamp: regenerating changes nothing
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def gallery_markdown(prefix: str = "figures/") -> str:
+    """The README gallery: one image and its caption per registered figure, in registry order."""
+    lines = []
+    for spec in FIGURES.values():
+        lines += [f"**{spec.name}**: {spec.caption}", "", f"![{spec.caption}]({prefix}{spec.name}.png)", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# ---- shared inputs: the notebooks build the same ones --------------------------------------------
+
+
+@functools.cache
+def _toy_model(num_layers: int | None = None):
+    """The notebooks' toy Grok: preset 'toy', float32, nnx.Rngs(0) (num_layers overrides its depth)."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from grok_mini import Grok, preset
+
+    config = preset("toy")
+    if num_layers is not None:
+        config = dataclasses.replace(config, num_layers=num_layers)
+    return Grok(config, dtype=jnp.float32, rngs=nnx.Rngs(0))
+
+
+# A prompt of 12 ids right-padded with 4 pad tokens (id 0); notebook 04 uses the same.
+ATTENTION_TOKENS = [[17, 42, 7, 99, 5, 23, 61, 8, 42, 7, 99, 31, 0, 0, 0, 0]]
+
+
+# ==== 00 overview and scale =========================================================================
+
+
+@figure("00_parameter_breakdown", "Where Grok-1's 315.7 B parameters live, and the 83.8 B one token uses.")
+def _parameter_breakdown():
+    from grok_mini import preset, viz
+
+    return viz.plot_parameter_breakdown(preset("grok-1"))
+
+
+@figure("00_memory_per_gpu", "Weights plus one 8,192-token KV cache per GPU for 1, 2, 4 and 8 GPUs, "
+        "bf16 versus int8, against an 80 GB card.")
+def _memory_per_gpu():
+    from grok_mini import preset, viz
+
+    return viz.plot_memory_per_gpu(preset("grok-1"))
+
+
+# ==== 02 embeddings and RMSNorm =====================================================================
+
+
+@figure("02_rmsnorm_eps", "RMSNorm maps every vector to RMS 1 unless it is smaller than √eps.")
+def _rmsnorm_eps():
+    from grok_mini import viz
+
+    return viz.plot_rmsnorm_eps()
+
+
+SANDWICH_TOKENS = [list(range(5, 37))]  # 32 ids, no padding
+
+
+@figure("02_sandwich_residual", "Residual-stream RMS per layer of a 12-layer toy Grok: with the post-norms, "
+        "scaling the sublayers' output weights ×10 changes nothing.")
+def _sandwich_residual():
+    from grok_mini import viz
+
+    curves, expected = viz.sandwich_experiment(_toy_model(num_layers=12), SANDWICH_TOKENS)
+    return viz.plot_sandwich_residual(curves, expected=expected)
+
+
+# ==== 03 RoPE ========================================================================================
+
+
+@figure("03_rope_wavelengths", "RoPE's 64 frequency pairs for head size 128: from a turn every 6.3 tokens "
+        "to one every 54,000.")
+def _rope_wavelengths():
+    from grok_mini import viz
+
+    return viz.plot_rope_wavelengths(128)
+
+
+@figure("03_rope_rotation", "Three dimension pairs of a unit vector rotated by RoPE at positions 0–47.")
+def _rope_rotation():
+    from grok_mini import viz
+
+    return viz.plot_rope_rotation(128)
+
+
+@figure("03_rope_pairing", "Half-split (Grok-1) versus interleaved RoPE: which dimensions rotate together.")
+def _rope_pairing():
+    from grok_mini import viz
+
+    return viz.plot_rope_pairing(8)
+
+
+@figure("03_rope_relative", "⟨RoPE(q, m), RoPE(k, n)⟩ depends only on n − m: constant along diagonals.")
+def _rope_relative():
+    import numpy as np
+
+    from grok_mini import viz
+
+    q, k = np.random.default_rng(0).standard_normal((2, 128))  # notebook 03 uses the same pair
+    return viz.plot_rope_relative(viz.rope_scores(q, k, np.arange(48)))
+
+
+# ==== 04 attention and GQA ===========================================================================
+
+
+@figure("04_gqa_groups", "Grok-1's 48 query heads in 8 contiguous groups of 6, each reading one K/V head.")
+def _gqa_groups():
+    from grok_mini import viz
+
+    return viz.plot_gqa_groups(48, 8)
+
+
+@figure("04_kv_cache_memory", "KV cache of one sequence: GQA with 8 K/V heads needs 6× less than 48-head MHA.")
+def _kv_cache_memory():
+    from grok_mini import preset, viz
+
+    return viz.plot_kv_cache_memory(preset("grok-1"))
+
+
+@figure("04_logit_cap", "The 30·tanh(x/30) attention-logit cap: identity near 0, bounded by ±30.")
+def _logit_cap():
+    from grok_mini import viz
+
+    return viz.plot_logit_cap()
+
+
+@figure("04_masks", "Causal mask, padding mask and their AND for a right-padded prompt.")
+def _masks():
+    from grok_mini import viz
+
+    return viz.plot_masks(ATTENTION_TOKENS[0])
+
+
+@figure("04_attention_patterns", "Attention weights of the random toy Grok's first layer, 4 query heads "
+        "sharing 2 K/V heads, on a right-padded prompt.")
+def _attention_patterns():
+    from grok_mini import viz
+
+    weights = viz.record_attention(_toy_model(), ATTENTION_TOKENS)  # [L, B, KV, G, T, S]
+    return viz.plot_attention_patterns(weights[0, 0], ATTENTION_TOKENS[0],
+                                       title="Random toy Grok, layer 0: each row sums to 1 over the visible keys")

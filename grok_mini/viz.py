@@ -1,0 +1,544 @@
+"""The plots that the notebooks and `figures/` share, one section per notebook.
+
+Every plotting function returns a matplotlib Figure (drawn with pyplot, so a notebook shows it
+inline; `grok_mini.figures` saves the same Figure as a PNG). Functions whose name does not start
+with a verb that draws (`record_*`, `rope_*`, `sandwich_*`) compute the numbers a plot shows,
+with the package's own modules, so a notebook can print them too.
+
+To add plots for a new notebook: append a section `# ==== NN topic ====` at the end, keep to the
+conventions below (labelled axes, a title that states the finding, `@_styled`), and register a
+figure for it in `grok_mini/figures.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+from grok_mini.config import GrokConfig
+
+__all__ = [
+    # 00 overview and scale
+    "plot_parameter_breakdown", "plot_memory_per_gpu",
+    # 02 embeddings and RMSNorm
+    "plot_rmsnorm_eps", "sandwich_residual_rms", "sandwich_experiment", "plot_sandwich_residual",
+    # 03 RoPE
+    "rope_angles", "rope_pair_trajectory", "rope_scores", "plot_rope_wavelengths", "plot_rope_rotation",
+    "plot_rope_pairing", "plot_rope_relative",
+    # 04 attention and GQA
+    "record_attention", "plot_gqa_groups", "plot_kv_cache_memory", "plot_logit_cap", "plot_masks",
+    "plot_attention_patterns",
+]
+
+# ==== shared style ==================================================================================
+
+GIB = 2**30
+BILLION = 1e9
+# Colour-blind-safe palette (Okabe–Ito), one meaning per colour across the notebooks.
+BLUE, ORANGE, GREEN, RED, PURPLE, GREY, SKY, YELLOW = (
+    "#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#7f7f7f", "#56B4E9", "#F0E442")
+
+_STYLE = {
+    "figure.dpi": 100,
+    "savefig.dpi": 110,
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.titleweight": "bold",
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "legend.frameon": False,
+}
+
+
+def _styled(plot):
+    """Draw inside the shared style without changing the caller's matplotlib settings."""
+
+    @functools.wraps(plot)
+    def wrapper(*args, **kwargs) -> Figure:
+        with plt.rc_context(_STYLE):
+            figure = plot(*args, **kwargs)
+            # Jupyter switches interactive mode on when pyplot first loads its backend, which may happen
+            # inside this context; leaving the context must not switch it off (figures would stop showing).
+            interactive = matplotlib.is_interactive()
+        matplotlib.interactive(interactive)
+        return figure
+
+    return wrapper
+
+
+def _figure(ncols: int = 1, nrows: int = 1, *, width: float = 7.0, height: float = 4.0, **kwargs):
+    return plt.subplots(nrows, ncols, figsize=(width, height), layout="constrained", squeeze=False, **kwargs)
+
+
+def _human(n: float) -> str:
+    """315684820992 → '315.7 B', 1572864 → '1.6 M'."""
+    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n:.0f}"
+
+
+# ==== 00 overview and scale =========================================================================
+
+
+@_styled
+def plot_parameter_breakdown(config: GrokConfig) -> Figure:
+    """Parameters per component, all of them versus those one token uses (log scale: norms are tiny)."""
+    counts = config.param_counts()
+    share = config.num_selected_experts / config.num_experts
+    active = {name: count * (share if name == "experts" else 1) for name, count in counts.items()}
+    names = list(counts)[::-1]
+    fig, [[ax]] = _figure(width=7.5, height=3.6)
+    y = np.arange(len(names))
+    ax.barh(y + 0.2, [counts[n] for n in names], height=0.4, color=BLUE, label="stored")
+    ax.barh(y - 0.2, [active[n] for n in names], height=0.4, color=ORANGE,
+            label=f"used per token ({config.num_selected_experts} of {config.num_experts} experts)")
+    for i, n in enumerate(names):
+        ax.text(counts[n] * 1.15, i + 0.2, _human(counts[n]), va="center", fontsize=8)
+        ax.text(active[n] * 1.15, i - 0.2, _human(active[n]), va="center", fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlim(1e5, max(counts.values()) * 30)
+    ax.set_yticks(y, names)
+    ax.set_xlabel("parameters (log scale)")
+    ax.set_title(f"{_human(config.num_params)} parameters, {_human(config.num_active_params)} used per token "
+                 f"(experts: {counts['experts'] / config.num_params:.1%})")
+    ax.legend(loc="lower right")
+    return fig
+
+
+@_styled
+def plot_memory_per_gpu(config: GrokConfig, gpus=(1, 2, 4, 8), *, gpu_gib: float = 80.0,
+                        context: int | None = None, batch: int = 1) -> Figure:
+    """Weights (bf16 and the int8 release format) plus one full KV cache, split evenly over n GPUs."""
+    context = config.sequence_len if context is None else context
+    kv = config.kv_cache_bytes_per_token() * context * batch / GIB
+    formats = [("bf16", BLUE), ("int8", ORANGE)]
+    fig, [[ax]] = _figure(width=7.5, height=4.2)
+    x = np.arange(len(gpus))
+    for j, (fmt, colour) in enumerate(formats):
+        weights = config.weight_bytes(fmt) / GIB
+        offset = (j - 0.5) * 0.38
+        per_gpu = [weights / n for n in gpus]
+        ax.bar(x + offset, per_gpu, width=0.38, color=colour, label=f"weights, {fmt}")
+        ax.bar(x + offset, [kv / n for n in gpus], bottom=per_gpu, width=0.38, color=colour, alpha=0.45,
+               hatch="//", edgecolor="white")
+        for i, n in enumerate(gpus):
+            total = per_gpu[i] + kv / n
+            ax.text(x[i] + offset, total + 6, f"{total:.0f}", ha="center", fontsize=8,
+                    color=RED if total > gpu_gib else "black")
+    ax.bar([0], [0], color=GREY, alpha=0.45, hatch="//", edgecolor="white",
+           label=f"KV cache, {batch} × {context:,} tokens")
+    ax.axhline(gpu_gib, color=RED, linestyle="--", linewidth=1.2, label=f"one {gpu_gib:.0f} GB card")
+    ax.set_xticks(x, [f"{n} GPU" + ("s" if n > 1 else "") for n in gpus])
+    ax.set_ylabel("GiB per GPU (weights + KV cache)")
+    ax.set_title("Memory per GPU: bf16 needs all 8 cards; int8 fits 8 with room, 4 only on paper")
+    ax.legend(loc="upper right")
+    return fig
+
+
+# ==== 02 embeddings and RMSNorm =====================================================================
+
+
+@_styled
+def plot_rmsnorm_eps(eps: float = GrokConfig.rms_norm_eps) -> Figure:
+    """RMS of RMSNorm's output against the RMS of its input: 1 above √eps, shrinking below it."""
+    import jax.numpy as jnp
+
+    from grok_mini.layers import RMSNorm
+
+    norm = RMSNorm(64, eps=eps)
+    direction = np.random.default_rng(0).standard_normal(64)
+    direction /= np.sqrt(np.mean(direction**2))  # RMS exactly 1
+    rms_in = np.logspace(-6, 2, 81)
+    x = jnp.asarray(rms_in[:, None] * direction[None, :], jnp.float32)
+    rms_out = np.sqrt(np.mean(np.asarray(norm(x), np.float64) ** 2, axis=-1))
+    fig, [[ax]] = _figure(width=6.5, height=3.8)
+    ax.loglog(rms_in, rms_out, color=BLUE, linewidth=2, label="layers.RMSNorm (scale = 1)")
+    ax.loglog(rms_in, rms_in / np.sqrt(eps), color=GREY, linestyle=":", label="x / √eps (eps dominates)")
+    ax.axvline(math.sqrt(eps), color=RED, linestyle="--", linewidth=1)
+    ax.text(math.sqrt(eps) * 1.3, 1e-2, f"√eps = {math.sqrt(eps):.4f}", color=RED)
+    ax.set_ylim(1e-4, 3)
+    ax.set_xlabel("RMS of the input vector")
+    ax.set_ylabel("RMS of the output")
+    ax.set_title(f"RMSNorm (eps = {eps:g}): output RMS 1, unless the input is tiny")
+    ax.legend(loc="lower right")
+    return fig
+
+
+@functools.cache
+def _sandwich_forward():
+    """The jitted walk used by sandwich_residual_rms (built once, so repeated calls reuse the compilation)."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    @nnx.jit(static_argnames=("post_norms",))
+    def run(model, tokens, post_norms, gain):
+        cfg = model.config
+        key_mask = tokens != cfg.pad_token
+        positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+        h = model.in_out_embed[...][tokens].astype(model.dtype) * cfg.embedding_multiplier_scale
+
+        def rms(h):  # one number: the RMS over features, averaged over the real tokens
+            per_token = jnp.sqrt(jnp.mean(h.astype(jnp.float32) ** 2, axis=-1))
+            return jnp.sum(per_token * key_mask) / jnp.sum(key_mask)
+
+        out = [rms(h)]
+        for layer in model.decoder_layers:
+            attended, _ = layer.multi_head_attention(layer.rms_norm(h), positions, key_mask)
+            attended = attended * gain
+            h = h + (layer.rms_norm_1(attended) if post_norms else attended)
+            mixed = layer.moe(layer.rms_norm_2(h)) * gain
+            h = h + (layer.rms_norm_3(mixed) if post_norms else mixed)
+            out.append(rms(h))
+        return jnp.stack(out)
+
+    return run
+
+
+def sandwich_residual_rms(model, tokens, *, post_norms: bool = True, gain: float = 1.0) -> np.ndarray:
+    """RMS of the residual stream after the embedding and after each layer, averaged over tokens: [L + 1].
+
+    Walks `model.decoder_layers` with their own submodules. post_norms=False leaves out
+    rms_norm_1 and rms_norm_3 (a pre-norm-only transformer); `gain` multiplies each sublayer's
+    output before its post-norm, which is what scaling its output weights by `gain` would do.
+    With post_norms=True and gain=1 this is the model's own computation (the notebook checks
+    it against the `residual_rms` the model records).
+    """
+    import jax.numpy as jnp
+
+    run = _sandwich_forward()
+    return np.asarray(run(model, jnp.asarray(tokens), post_norms, jnp.float32(gain)))
+
+
+def sandwich_experiment(model, tokens, gain: float = 10.0) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Residual RMS per layer with and without the post-norms, with output weights ×1 and ×`gain`.
+
+    Returns the four labelled curves and the guide √(1 + 2·layer): what the RMS would be if the
+    embedding (RMS ≈ 1) and the 2 unit-RMS additions per layer were uncorrelated.
+    """
+    curves = {}
+    for post_norms, name in ((True, "sandwich (Grok-1)"), (False, "pre-norm only")):
+        for g in (1.0, gain):
+            label = f"{name}, weights ×1" if g == 1.0 else f"{name}, output weights ×{g:g}"
+            curves[label] = sandwich_residual_rms(model, tokens, post_norms=post_norms, gain=g)
+    return curves, np.sqrt(1 + 2 * np.arange(len(model.decoder_layers) + 1))
+
+
+@_styled
+def plot_sandwich_residual(curves: dict[str, np.ndarray], *, expected: np.ndarray | None = None) -> Figure:
+    """Residual RMS per layer for labelled variants; labels containing 'pre-norm only' are dashed."""
+    fig, [[ax]] = _figure(width=7.5, height=4.2)
+    colours = [BLUE, SKY, RED, ORANGE, GREEN, PURPLE]
+    for (label, values), colour in zip(curves.items(), colours, strict=False):
+        style = "--" if "pre-norm only" in label else "-"
+        marker = "s" if "×1" in label and "×10" not in label else "o"
+        ax.plot(np.arange(len(values)), values, style, marker=marker, markersize=4 if marker == "s" else 3,
+                color=colour, label=label)
+    if expected is not None:
+        ax.plot(np.arange(len(expected)), expected, ":", color=GREY,
+                label="√(1 + 2·layer): unit-RMS, uncorrelated adds")
+    ax.set_yscale("log")
+    ax.set_xlabel("layer (0 = after the embedding ×√d)")
+    ax.set_ylabel("RMS of the residual stream")
+    ax.set_title("With post-norms, the residual ignores the scale of the sublayers' weights")
+    ax.legend(fontsize=8, loc="center right")
+    return fig
+
+
+# ==== 03 RoPE ========================================================================================
+
+
+def _rotate(x: np.ndarray, positions: np.ndarray, base: float) -> np.ndarray:
+    """layers.rotary_embedding on float64-ish numpy input: x [T, D] at positions [T] → [T, D]."""
+    import jax.numpy as jnp
+
+    from grok_mini.layers import rotary_embedding
+
+    rotated = rotary_embedding(jnp.asarray(x, jnp.float32)[None, :, None, :],
+                               jnp.asarray(positions)[None, :], base=base)
+    return np.asarray(rotated[0, :, 0, :], np.float64)
+
+
+def rope_angles(key_size: int, base: float = GrokConfig.rope_base) -> np.ndarray:
+    """Angle (radians) that each dimension pair i turns per position, read off layers.rotary_embedding: [D/2]."""
+    half = key_size // 2
+    unit = np.zeros((half, key_size))
+    unit[np.arange(half), np.arange(half)] = 1.0  # e_i: the first member of pair i
+    pairs = np.stack([_rotate(unit[i][None], np.array([1]), base)[0] for i in range(half)])  # [D/2, D]
+    return np.arctan2(pairs[np.arange(half), np.arange(half) + half], pairs[np.arange(half), np.arange(half)])
+
+
+def rope_pair_trajectory(key_size: int, pair: int, positions: np.ndarray,
+                         base: float = GrokConfig.rope_base) -> np.ndarray:
+    """Where pair `pair` of the unit vector e_pair goes at each position: [T, 2] (dims pair, pair + D/2)."""
+    x = np.zeros((len(positions), key_size))
+    x[:, pair] = 1.0
+    rotated = _rotate(x, positions, base)
+    return rotated[:, [pair, pair + key_size // 2]]
+
+
+def rope_scores(q: np.ndarray, k: np.ndarray, positions: np.ndarray, base: float = GrokConfig.rope_base) -> np.ndarray:
+    """score[m, n] = ⟨RoPE(q, m), RoPE(k, n)⟩ for q, k [D] at every pair of positions: [T, T]."""
+    rq = _rotate(np.broadcast_to(q, (len(positions), len(q))), positions, base)
+    rk = _rotate(np.broadcast_to(k, (len(positions), len(k))), positions, base)
+    return rq @ rk.T
+
+
+@_styled
+def plot_rope_wavelengths(key_size: int = 128, base: float = GrokConfig.rope_base, context: int = 8192) -> Figure:
+    """Tokens per full turn for each of the D/2 rotating pairs, against the context length."""
+    wavelength = 2 * np.pi / rope_angles(key_size, base)
+    fig, [[ax]] = _figure(width=6.8, height=3.8)
+    ax.semilogy(np.arange(len(wavelength)), wavelength, "o", markersize=3, color=BLUE)
+    ax.axhline(context, color=RED, linestyle="--", linewidth=1)
+    ax.text(1, context * 1.4, f"context: {context:,} tokens", color=RED)
+    ax.annotate(f"pair 0: every {wavelength[0]:.1f} tokens", (0, wavelength[0]),
+                xytext=(len(wavelength) * 0.15, wavelength[0] * 0.75), va="center",
+                arrowprops={"arrowstyle": "->", "color": GREY})
+    last = len(wavelength) - 1
+    ax.annotate(f"pair {last}: every {wavelength[-1]:,.0f} tokens", (last, wavelength[-1]),
+                xytext=(len(wavelength) * 0.35, wavelength[-1] * 0.9), arrowprops={"arrowstyle": "->", "color": GREY})
+    ax.set_xlabel(f"dimension pair i (dims i and i + {key_size // 2})")
+    ax.set_ylabel("tokens per full turn, 2π·base^(2i/D)")
+    ax.set_title(f"RoPE with D = {key_size}, base {base:,.0f}: fast pairs for nearby, slow pairs for far")
+    return fig
+
+
+@_styled
+def plot_rope_rotation(key_size: int = 128, pairs=(0, 16, 40), positions: int = 48,
+                       base: float = GrokConfig.rope_base) -> Figure:
+    """Each pair of dimensions is a 2-D vector that turns with position, at its own speed."""
+    steps = np.arange(positions)
+    fig, axes = _figure(ncols=len(pairs), width=3.0 * len(pairs), height=3.4)
+    for ax, pair in zip(axes[0], pairs, strict=True):
+        xy = rope_pair_trajectory(key_size, pair, steps, base)
+        ax.plot(np.cos(np.linspace(0, 2 * np.pi, 200)), np.sin(np.linspace(0, 2 * np.pi, 200)),
+                color=GREY, linewidth=0.5)
+        points = ax.scatter(xy[:, 0], xy[:, 1], c=steps, cmap="viridis", s=18, zorder=3)
+        ax.set_aspect("equal")
+        ax.set_xlim(-1.25, 1.25)
+        ax.set_ylim(-1.25, 1.25)
+        ax.set_xlabel(f"dim {pair}")
+        ax.set_ylabel(f"dim {pair + key_size // 2}")
+        ax.set_title(f"pair {pair}: {rope_angles(key_size, base)[pair]:.3g} rad/token", fontsize=10)
+    fig.colorbar(points, ax=axes[0].tolist(), label="position", shrink=0.8)
+    fig.suptitle(f"RoPE turns a unit vector e_i by position (positions 0–{positions - 1})", fontweight="bold")
+    return fig
+
+
+@_styled
+def plot_rope_pairing(key_size: int = 8) -> Figure:
+    """Which dimensions rotate together: half-split (Grok-1, GPT-NeoX) versus interleaved (GPT-J, Meta Llama code)."""
+    half = key_size // 2
+    conventions = [("half-split (Grok-1): i with i + D/2", [(i, i + half) for i in range(half)]),
+                   ("interleaved: 2i with 2i + 1", [(2 * i, 2 * i + 1) for i in range(half)])]
+    colours = [BLUE, ORANGE, GREEN, PURPLE, RED, SKY, YELLOW, GREY]
+    fig, axes = _figure(nrows=2, width=7.0, height=3.4)
+    for ax, (title, pairs) in zip(axes[:, 0], conventions, strict=True):
+        for p, (a, b) in enumerate(pairs):
+            colour = colours[p % len(colours)]
+            for d in (a, b):
+                ax.add_patch(plt.Rectangle((d - 0.4, -0.4), 0.8, 0.8, color=colour, alpha=0.8))
+                ax.text(d, 0, str(d), ha="center", va="center", color="white", fontweight="bold")
+            ax.annotate("", (b, 0.45), (a, 0.45),
+                        arrowprops={"arrowstyle": "<->", "color": colour, "connectionstyle": "arc3,rad=-0.3"})
+        ax.set_xlim(-0.6, key_size - 0.4)
+        ax.set_ylim(-0.6, 1.6)
+        ax.set_title(title, fontsize=10)
+        ax.axis("off")
+    fig.suptitle(f"Dimension pairs that rotate together (D = {key_size}; colour = pair = frequency)",
+                 fontweight="bold")
+    return fig
+
+
+@_styled
+def plot_rope_relative(scores: np.ndarray) -> Figure:
+    """score[m, n] is constant along diagonals: it depends on m − n only."""
+    n = scores.shape[0]
+    fig, axes = _figure(ncols=2, width=9.0, height=3.8)
+    image = axes[0, 0].imshow(scores, cmap="RdBu_r", vmin=-np.abs(scores).max(), vmax=np.abs(scores).max())
+    axes[0, 0].set_xlabel("key position n")
+    axes[0, 0].set_ylabel("query position m")
+    axes[0, 0].set_title("score(m, n) = RoPE(q, m) · RoPE(k, n)", fontsize=10)
+    axes[0, 0].grid(False)
+    fig.colorbar(image, ax=axes[0, 0], shrink=0.8)
+    offsets = np.arange(-(n - 1), n)
+    rows = (0, n // 3, 2 * n // 3, n - 1)
+    for m, width, colour in zip(rows, (7, 4.5, 2.5, 1), (SKY, ORANGE, GREEN, BLUE), strict=True):
+        axes[0, 1].plot(np.arange(n) - m, scores[m], linewidth=width, color=colour, alpha=0.9,
+                        solid_capstyle="round", label=f"row m = {m}")
+    axes[0, 1].set_xlim(offsets[0], offsets[-1])
+    axes[0, 1].set_xlabel("offset n − m")
+    axes[0, 1].set_ylabel("score")
+    axes[0, 1].set_title("rows shifted by their m coincide", fontsize=10)
+    axes[0, 1].legend(fontsize=8)
+    fig.suptitle("RoPE scores depend only on the relative position", fontweight="bold")
+    return fig
+
+
+# ==== 04 attention and GQA ===========================================================================
+
+
+@functools.cache
+def _jitted_forward():
+    from flax import nnx
+
+    return nnx.jit(lambda model, tokens: model(tokens))
+
+
+def record_attention(model, tokens) -> np.ndarray:
+    """Attention weights of every layer for `tokens` [B, T]: [L, B, KV, G, T, S] (query head = kv·G + g).
+
+    Uses the model's own recording switch (`record_attention`) and reads nnx.Intermediate state.
+    """
+    import jax.numpy as jnp
+    from flax import nnx
+
+    model.set_attributes(record_attention=True)
+    _jitted_forward()(model, jnp.asarray(tokens))
+    model.set_attributes(record_attention=False)
+    state = nnx.state(model, nnx.Intermediate)
+    layers = state["decoder_layers"]
+    return np.stack([np.asarray(layers[i]["multi_head_attention"]["attention_weights"][...], np.float32)
+                     for i in range(len(model.decoder_layers))])
+
+
+@_styled
+def plot_gqa_groups(num_q_heads: int = 48, num_kv_heads: int = 8) -> Figure:
+    """Query heads in contiguous groups, each group reading one key/value head."""
+    group = num_q_heads // num_kv_heads
+    colours = [BLUE, ORANGE, GREEN, PURPLE, RED, SKY, YELLOW, GREY]
+    fig, [[ax]] = _figure(width=9.0, height=2.6)
+    q_width = 1.0
+    kv_centres = [(g * group + (group - 1) / 2) * q_width for g in range(num_kv_heads)]
+    for h in range(num_q_heads):
+        g = h // group
+        ax.add_patch(plt.Rectangle((h * q_width - 0.42, 1.6), 0.84, 0.8, color=colours[g % 8], alpha=0.85))
+        if num_q_heads <= 48:
+            ax.text(h * q_width, 2.0, str(h), ha="center", va="center", fontsize=6, color="white")
+        ax.plot([h * q_width, kv_centres[g]], [1.6, 0.8], color=colours[g % 8], linewidth=0.6)
+    for g, centre in enumerate(kv_centres):
+        ax.add_patch(plt.Rectangle((centre - group * 0.45, 0.0), group * 0.9, 0.8, color=colours[g % 8]))
+        ax.text(centre, 0.4, f"K/V head {g}", ha="center", va="center", fontsize=8, color="white",
+                fontweight="bold")
+    ax.text(-1.0, 2.0, "query\nheads", ha="right", va="center")
+    ax.set_xlim(-4, num_q_heads * q_width)
+    ax.set_ylim(-0.2, 2.6)
+    ax.axis("off")
+    ax.set_title(f"GQA: {num_q_heads} query heads share {num_kv_heads} K/V heads; "
+                 f"query head h reads K/V head h // {group}")
+    return fig
+
+
+@_styled
+def plot_kv_cache_memory(config: GrokConfig, contexts=(1024, 2048, 4096, 8192), *, batch: int = 1) -> Figure:
+    """KV-cache GiB against context for multi-head, the model's grouped-query, and multi-query attention."""
+    variants = [(f"MHA: {config.num_q_heads} K/V heads", config.num_q_heads, RED),
+                (f"GQA (Grok-1): {config.num_kv_heads} K/V heads", config.num_kv_heads, BLUE),
+                ("MQA: 1 K/V head", 1, GREEN)]
+    fig, [[ax]] = _figure(width=6.8, height=3.8)
+    contexts = np.asarray(contexts)
+    for label, heads, colour in variants:
+        per_token = dataclasses.replace(config, num_kv_heads=heads).kv_cache_bytes_per_token()
+        gib = per_token * contexts * batch / GIB
+        ax.plot(contexts, gib, marker="o", color=colour, label=label)
+        ax.text(contexts[-1] * 1.02, gib[-1], f"{gib[-1]:.2f} GiB", va="center", fontsize=8, color=colour)
+    ax.set_xlim(0, contexts[-1] * 1.2)
+    ax.set_xlabel(f"tokens in the cache (batch {batch})")
+    ax.set_ylabel("KV cache, GiB (bf16, all layers)")
+    ax.set_title(f"GQA keeps {config.num_q_heads // config.num_kv_heads}× less KV cache than full multi-head")
+    ax.legend(loc="upper left")
+    return fig
+
+
+@_styled
+def plot_logit_cap(cap: float = GrokConfig.max_attn_val) -> Figure:
+    """cap·tanh(x / cap): the identity for small logits, flattening towards ±cap for large ones."""
+    x = np.linspace(-4 * cap, 4 * cap, 801)
+    capped = cap * np.tanh(x / cap)
+    fig, axes = _figure(ncols=2, width=9.0, height=3.6)
+    ax = axes[0, 0]
+    ax.plot(x, x, ":", color=GREY, label="no cap")
+    ax.plot(x, capped, color=BLUE, linewidth=2, label=f"{cap:g}·tanh(x/{cap:g})")
+    for sign in (1, -1):
+        ax.axhline(sign * cap, color=RED, linestyle="--", linewidth=0.8)
+    ax.set_ylim(-1.6 * cap, 1.6 * cap)
+    ax.set_xlabel("logit q·k/√d before the cap")
+    ax.set_ylabel("logit after the cap")
+    ax.set_title("capped logits stay within ±30", fontsize=10)
+    ax.legend(loc="upper left")
+    ax = axes[0, 1]
+    positive = np.linspace(0.0, 4 * cap, 401)[1:]
+    shrink = 1 - np.tanh(positive / cap) * cap / positive
+    ax.plot(positive, shrink, color=ORANGE, linewidth=2, label="relative shrink, 1 − capped/x")
+    ax.plot(positive, 1 - np.tanh(positive / cap) ** 2, color=GREEN, linewidth=2, label="gradient d capped / dx")
+    for value, offset, align in ((10, (8, -4), "left"), (cap, (-8, 4), "right")):
+        shrunk = 1 - np.tanh(value / cap) * cap / value
+        ax.plot([value], [shrunk], "o", color=ORANGE)
+        ax.annotate(f"x = {value:g}: −{shrunk:.1%}", (value, shrunk), xytext=offset, textcoords="offset points",
+                    ha=align, fontsize=8)
+    ax.set_xlabel("logit before the cap (|x|)")
+    ax.set_ylabel("fraction")
+    ax.set_ylim(0, 1.05)
+    ax.set_title("small logits pass almost unchanged", fontsize=10)
+    ax.legend(loc="center right", fontsize=8)
+    fig.suptitle("Grok-1's attention logit soft-cap", fontweight="bold")
+    return fig
+
+
+@_styled
+def plot_masks(tokens, pad_token: int = 0) -> Figure:
+    """The causal mask, the padding (key) mask, and the mask attention uses: their AND (one sequence)."""
+    import jax.numpy as jnp
+
+    from grok_mini.layers import attention_mask
+
+    tokens = np.asarray(tokens)[None] if np.ndim(tokens) == 1 else np.asarray(tokens)[:1]
+    t = tokens.shape[1]
+    positions = jnp.broadcast_to(jnp.arange(t), tokens.shape)
+    everything = jnp.ones(tokens.shape, bool)
+    panels = [("causal: key position ≤ query position", attention_mask(positions, positions, everything)),
+              (f"padding: key is not pad (id {pad_token})",
+               jnp.broadcast_to(jnp.asarray(tokens != pad_token)[:, None, :], (1, t, t))),
+              ("both (what attention uses)", attention_mask(positions, positions, jnp.asarray(tokens != pad_token)))]
+    fig, axes = _figure(ncols=3, width=10.0, height=4.0)
+    for ax, (title, mask) in zip(axes[0], panels, strict=True):
+        ax.imshow(np.asarray(mask[0]), cmap="Blues", vmin=0, vmax=1.3)
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks(range(t), [str(v) for v in tokens[0]], fontsize=7, rotation=90)
+        ax.set_yticks(range(t), [str(v) for v in tokens[0]], fontsize=7)
+        ax.set_xlabel("key (token id)")
+        ax.set_ylabel("query (token id)")
+        ax.grid(False)
+    fig.suptitle("Masks (dark = may attend): pad keys are hidden, pad queries still compute",
+                 fontweight="bold")
+    return fig
+
+
+@_styled
+def plot_attention_patterns(weights: np.ndarray, tokens, *, layer: int = 0, title: str | None = None) -> Figure:
+    """Attention weights [KV, G, T, S] of one sequence and layer, one panel per query head."""
+    kv, g, t, s = weights.shape
+    tokens = np.asarray(tokens).reshape(-1)
+    fig, axes = _figure(ncols=kv * g, width=2.6 * kv * g + 0.8, height=3.2)
+    for head in range(kv * g):
+        ax = axes[0, head]
+        image = ax.imshow(weights[head // g, head % g], cmap="magma", vmin=0, vmax=1)
+        ax.set_title(f"query head {head}\n(K/V head {head // g})", fontsize=9)
+        ax.set_xticks(range(s), [str(v) for v in tokens[:s]], fontsize=6, rotation=90)
+        ax.set_yticks(range(t), [str(v) for v in tokens[:t]], fontsize=6)
+        ax.set_xlabel("key (token id)")
+        if head == 0:
+            ax.set_ylabel("query (token id)")
+        ax.grid(False)
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="attention weight")
+    fig.suptitle(title or f"Attention weights, layer {layer}", fontweight="bold")
+    return fig

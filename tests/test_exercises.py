@@ -1,0 +1,181 @@
+"""Every exercise checker accepts the reference solution, reports an untouched stub, and rejects
+plausible wrong answers with a hint that names the mistake."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from grok_mini.exercises import ExerciseFailed, attention, embeddings, rope, scale
+from grok_mini.layers import MultiHeadAttention, rotary_embedding
+from tests.conftest import TINY
+
+SOLUTIONS = Path(__file__).parent.parent / "notebooks" / "solutions"
+
+
+def solution(name: str):
+    """notebooks/solutions/<name>.py as a module (it is not an installed package)."""
+    spec = importlib.util.spec_from_file_location(f"solutions_{name}", SOLUTIONS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SCALE, EMBEDDINGS, ROPE, ATTENTION = (solution(n) for n in ("scale", "embeddings", "rope", "attention"))
+
+# (checker, reference solution) for every exercise in the notebooks.
+CHECKS = {
+    "count_params": (scale.check_param_count, SCALE.count_params),
+    "kv_cache_bytes": (scale.check_kv_cache_bytes, SCALE.kv_cache_bytes),
+    "rms_norm": (embeddings.check_rms_norm, EMBEDDINGS.rms_norm),
+    "tied_logits": (embeddings.check_tied_logits, EMBEDDINGS.tied_logits),
+    "rope_frequencies": (rope.check_rope_frequencies, ROPE.rope_frequencies),
+    "apply_rope": (rope.check_rope, ROPE.apply_rope),
+    "kv_head_for": (attention.check_kv_head, ATTENTION.kv_head_for),
+    "attention": (attention.check_attention, ATTENTION.attention),
+}
+
+
+@pytest.mark.parametrize("name", CHECKS)
+def test_checker_accepts_the_reference_solution(name, capsys):
+    checker, reference = CHECKS[name]
+    assert checker(reference) is True
+    assert capsys.readouterr().out.startswith(f"✓ {name}: passed")
+
+
+@pytest.mark.parametrize("name", CHECKS)
+def test_checker_reports_an_untouched_stub_without_raising(name, capsys):
+    def stub(*args, **kwargs):
+        raise NotImplementedError
+
+    checker, _ = CHECKS[name]
+    assert checker(stub) is False
+    out = capsys.readouterr().out
+    assert out.startswith(f"· {name}: not attempted yet") and "Hint:" in out
+
+
+def _untied_count(config):
+    return SCALE.count_params(config) + config.vocab_size * config.emb_size
+
+
+def _ffn_without_rounding(config):
+    wrong_ffn = int(config.widening_factor * config.emb_size)
+    return SCALE.count_params(config) + config.num_layers * config.num_experts * 3 * config.emb_size * (
+        wrong_ffn - config.ffn_size)
+
+
+def _mha_cache(config, tokens, batch):
+    return 2 * config.num_layers * config.num_q_heads * config.key_size * 2 * tokens * batch
+
+
+def _rms_plus_one(x, scale, eps=1e-5):
+    return EMBEDDINGS.rms_norm(x, scale + 1.0, eps)
+
+
+def _rms_without_eps(x, scale, eps=1e-5):
+    return EMBEDDINGS.rms_norm(x, scale, 0.0)
+
+
+def _layer_norm(x, scale, eps=1e-5):
+    x32 = x.astype(jnp.float32)
+    centred = x32 - x32.mean(-1, keepdims=True)
+    return (centred / jnp.sqrt(jnp.mean(centred**2, -1, keepdims=True) + eps) * scale).astype(x.dtype)
+
+
+def _rms_float32_out(x, scale, eps=1e-5):
+    return EMBEDDINGS.rms_norm(x, scale, eps).astype(jnp.float32)
+
+
+def _logits_without_multiplier(h, embedding, config):
+    return jnp.einsum("btd,vd->btv", h, embedding)
+
+
+def _frequencies_i_over_d(key_size, base=10_000):
+    return 1.0 / base ** (np.arange(key_size // 2) / key_size)
+
+
+def _interleaved(x, positions):
+    return rope.interleaved_rope(x, positions)
+
+
+def _rope_from_zero(x, positions):
+    return ROPE.apply_rope(x, jnp.broadcast_to(jnp.arange(x.shape[1]), positions.shape))
+
+
+def _modular_head(query_head, num_q_heads, num_kv_heads):
+    return query_head % num_kv_heads
+
+
+def _attention_uncapped(q, k, v, mask):
+    return ATTENTION.attention(q, k, v, mask, cap=1e9)
+
+
+def _attention_modular(q, k, v, mask):
+    group = q.shape[2] // k.shape[2]
+    k, v = jnp.tile(k, (1, 1, group, 1)), jnp.tile(v, (1, 1, group, 1))  # head h reads h % KV
+    return ATTENTION.attention(q, k, v, mask)
+
+
+def _attention_unmasked(q, k, v, mask):
+    return ATTENTION.attention(q, k, v, jnp.ones_like(mask))
+
+
+def _crashes(*args, **kwargs):
+    return args[0].no_such_attribute
+
+
+# (exercise, wrong answer, words the message must contain)
+WRONG = [
+    ("count_params", _untied_count, "counted the embedding twice"),
+    ("count_params", _ffn_without_rounding, "ffn_size"),
+    ("count_params", lambda config: config.num_params + 0.5, "whole number"),
+    ("kv_cache_bytes", _mha_cache, "num_kv_heads"),
+    ("rms_norm", _rms_plus_one, "as is"),
+    ("rms_norm", _rms_without_eps, "eps inside the square root"),
+    ("rms_norm", _layer_norm, "LayerNorm"),
+    ("rms_norm", _rms_float32_out, "dtype"),
+    ("tied_logits", _logits_without_multiplier, "output_multiplier_scale"),
+    ("rope_frequencies", _frequencies_i_over_d, "2i/D"),
+    ("apply_rope", _interleaved, "interleaved convention"),
+    ("apply_rope", _rope_from_zero, "positions you are given"),
+    ("kv_head_for", _modular_head, "contiguously"),
+    ("attention", _attention_uncapped, "soft cap"),
+    ("attention", _attention_modular, "h // G"),
+    ("attention", _attention_unmasked, "zero weight"),
+    ("attention", _crashes, "raised AttributeError"),
+]
+
+
+@pytest.mark.parametrize(("name", "wrong", "words"), WRONG, ids=[f"{n}-{w.__name__}" for n, w, _ in WRONG])
+def test_checker_rejects_a_plausible_mistake_with_a_hint(name, wrong, words):
+    checker, _ = CHECKS[name]
+    with pytest.raises(ExerciseFailed, match=words):
+        checker(wrong)
+
+
+def test_reference_attention_matches_the_package_attention():
+    """The checker's plain attention is the model's: feed it the module's own q, k, v (after RoPE)."""
+    module = MultiHeadAttention(TINY, dtype=jnp.float32, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(1), (2, 6, TINY.emb_size)) * 3
+    positions = jnp.broadcast_to(jnp.arange(6), (2, 6))
+    key_mask = jnp.array([[True] * 6, [True] * 4 + [False] * 2])
+    d = TINY.key_size
+
+    @nnx.jit
+    def module_and_inputs(module, x):  # compiled: eager op-by-op execution is slow on CPU
+        out, _ = module(x, positions, key_mask)
+        q = rotary_embedding(module.query(x).reshape(2, 6, TINY.num_q_heads, d), positions)
+        k = rotary_embedding(module.key(x).reshape(2, 6, TINY.num_kv_heads, d), positions)
+        return out, q, k, module.value(x).reshape(2, 6, TINY.num_kv_heads, d)
+
+    ours, q, k, v = module_and_inputs(module, x)
+    mask = np.tril(np.ones((6, 6), bool))[None] & np.asarray(key_mask)[:, None, :]
+    plain = attention.reference_attention(q, k, v, mask).reshape(2, 6, -1)  # [B, T, H·D]
+    expected = plain @ np.asarray(module.linear.kernel(), np.float64)
+    np.testing.assert_allclose(np.asarray(ours), expected, rtol=1e-4, atol=1e-5)
