@@ -1,6 +1,31 @@
-"""Autoregressive generation: prefill the prompt into a KV cache, then decode one token at a time."""
+"""Autoregressive generation: prefill the prompts into a KV cache, then decode one token at a time.
+
+Prompts of different lengths share one batch: they are right-padded with the pad id, prefilled
+together (pad keys are masked), and each row's cache `step` is then set to its own length, so
+every row continues at its own position, exactly as if it ran alone.
+
+Sampling follows the official runner: logits / temperature, then the nucleus (top-p) filter,
+then a categorical draw; temperature 0 is greedy (argmax). We add an optional top-k filter
+(before top-p) and compute the sampling in float32 (the runner divides bfloat16 logits).
+Nucleus semantics (official): sort the logits ascending, accumulate the probabilities from the
+bottom, find the first position where the sum reaches 1 − top_p, and keep every logit ≥ the
+logit there. So the kept tokens are the most likely ones whose total probability exceeds
+top_p, ties at the boundary are kept, and top_p = 1 keeps everything. top-k likewise keeps ties
+with the k-th largest logit.
+
+Length policy: the longest prompt plus max_new_tokens must fit in the model's sequence_len;
+otherwise a ValueError says by how much (the official runner silently cuts the prompt's start).
+Generation stops at max_new_tokens, or, when an `eos_token` is given (the CLI passes the
+tokenizer's), earlier once every row has produced it; after its EOS a row's output is padded with
+the pad id. The default eos_token=None never stops early, like the official runner.
+"""
 
 from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -9,33 +34,169 @@ from flax import nnx
 
 from grok_mini.model import Grok
 
-__all__ = ["generate"]
+__all__ = ["generate", "stream", "sample_tokens", "filter_logits", "check_sampling", "pad_prompts"]
+
+def check_sampling(temperature: float, top_k: int | None, top_p: float) -> None:
+    """Raise a ValueError naming the setting when a sampling setting is outside its range."""
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"temperature must be a finite number ≥ 0 (0 = greedy), got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
+        raise ValueError(f"top_k must be a positive integer or None (no top-k filter), got {top_k!r}")
+    if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+        raise ValueError(f"top_p must be in (0, 1] (1 = no nucleus filter), got {top_p!r}")
 
 
-def generate(model: Grok, tokens, max_new_tokens: int, *, temperature: float = 0.0) -> np.ndarray:
-    """Continue each row of `tokens` [B, T] (or one prompt [T]) by `max_new_tokens` ids.
+def filter_logits(logits: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.Array:
+    """Set the logits outside the top-k and outside the nucleus to -inf. logits [B, V]; top_k, top_p [B].
 
-    temperature 0 is greedy (argmax). Returns the new ids only: [B, max_new_tokens] (or [max_new_tokens]).
+    top_k ≥ V keeps all (no filter); top_p = 1 keeps all.
     """
-    prompt = np.asarray(tokens, np.int32)
-    single = prompt.ndim == 1
-    prompt = prompt[None] if single else prompt
-    if temperature != 0.0:
-        raise NotImplementedError("only greedy decoding (temperature=0) is implemented so far")
+    vocab = logits.shape[-1]
+    ascending = jnp.sort(logits, axis=-1)  # [B, V]
+    kth_largest = jnp.take_along_axis(ascending, (vocab - jnp.clip(top_k, 1, vocab))[:, None], axis=-1)
+    logits = jnp.where(logits >= kth_largest, logits, -jnp.inf)
+
+    ascending = jnp.sort(logits, axis=-1)
+    from_bottom = jnp.cumsum(jax.nn.softmax(ascending, axis=-1), axis=-1)  # [B, V]
+    # First position whose cumulative probability reaches 1 - top_p: the number of positions before
+    # it. (Capped at V - 1, so the most likely token is kept even when rounding leaves the sum < 1.)
+    first = jnp.minimum(jnp.sum(from_bottom < (1 - top_p)[:, None], axis=-1), vocab - 1)
+    threshold = jnp.take_along_axis(ascending, first[:, None], axis=-1)
+    return jnp.where(logits >= threshold, logits, -jnp.inf)
+
+
+def sample_tokens(logits: jax.Array, keys: jax.Array, temperature: jax.Array, top_k: jax.Array,
+                  top_p: jax.Array) -> jax.Array:
+    """One token per row from logits [B, V] (float32) with per-row keys [B] and settings [B]."""
+    scaled = logits / temperature[:, None]
+    filtered = filter_logits(scaled, top_k, top_p)
+    return jax.vmap(jax.random.categorical)(keys, filtered).astype(jnp.int32)
+
+
+def _choose(logits, keys, temperature, top_k, top_p, greedy: bool):
+    logits = logits.astype(jnp.float32)
+    if greedy:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    return sample_tokens(logits, keys, temperature, top_k, top_p)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 9))
+def _prefill(graphdef, state, tokens, lengths, cache, keys, temperature, top_k, top_p, greedy):
+    """Run the padded prompts [B, T] through the model; sample each row's first token after its last."""
+    logits, cache = nnx.merge(graphdef, state)(tokens, cache)
+    last = logits[jnp.arange(tokens.shape[0]), lengths - 1]  # [B, V]
+    cache = [dataclasses.replace(layer, step=lengths) for layer in cache]  # each row resumes at its length
+    return _choose(last, keys, temperature, top_k, top_p, greedy), cache
+
+
+@functools.partial(jax.jit, static_argnums=(0, 8))
+def _decode(graphdef, state, tokens, cache, keys, temperature, top_k, top_p, greedy):
+    """One new token per row: tokens [B] → next tokens [B]."""
+    logits, cache = nnx.merge(graphdef, state)(tokens[:, None], cache)
+    return _choose(logits[:, -1], keys, temperature, top_k, top_p, greedy), cache
+
+
+def pad_prompts(prompts, *, pad_token: int, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ids (a list of lists, or an array [B, T] right-padded with pad_token) → (padded [B, T], lengths [B]).
+
+    Trailing pad ids are padding; a pad id inside a prompt, an empty prompt or an id outside the
+    vocabulary is an error.
+    """
+    rows = [np.asarray(row).reshape(-1) for row in prompts]
+    if not rows:
+        raise ValueError("no prompts given")
+    cleaned = []
+    for i, row in enumerate(rows):
+        if row.size and not np.issubdtype(row.dtype, np.integer):
+            raise ValueError(f"prompt {i}: token ids must be integers, got dtype {row.dtype}")
+        row = row.astype(np.int64)
+        end = len(row)
+        while end and row[end - 1] == pad_token:
+            end -= 1
+        row = row[:end]
+        if not len(row):
+            raise ValueError(f"prompt {i} is empty: give at least one token")
+        if (bad := np.flatnonzero((row < 0) | (row >= vocab_size))).size:
+            raise ValueError(f"prompt {i}: token id {row[bad[0]]} at position {bad[0]} is outside the "
+                             f"vocabulary [0, {vocab_size})")
+        if (pads := np.flatnonzero(row == pad_token)).size:
+            raise ValueError(f"prompt {i}: the pad id {pad_token} at position {pads[0]} would be masked; "
+                             "pad ids can only be trailing padding")
+        cleaned.append(row)
+    lengths = np.array([len(row) for row in cleaned], np.int32)
+    padded = np.full((len(cleaned), lengths.max()), pad_token, np.int32)
+    for i, row in enumerate(cleaned):
+        padded[i, :len(row)] = row
+    return padded, lengths
+
+
+def _row_keys(seed, batch: int) -> jax.Array:
+    if isinstance(seed, (int, np.integer)):
+        return jax.vmap(lambda i: jax.random.fold_in(jax.random.key(int(seed)), i))(jnp.arange(batch))
+    seeds = [int(s) for s in seed]
+    if len(seeds) != batch:
+        raise ValueError(f"seed: got {len(seeds)} per-row seeds for {batch} prompts")
+    keys = [jax.random.fold_in(jax.random.key(s), 0) for s in seeds]  # = row 0 of an int seed s
+    return jnp.stack(keys)
+
+
+def stream(model: Grok, prompts, max_new_tokens: int, *, temperature: float = 0.0, top_k: int | None = None,
+           top_p: float = 1.0, seed: int | Sequence[int] = 0, eos_token: int | None = None) -> Iterator[np.ndarray]:
+    """Yield the next token of every row, [B] ids a step, as they are decoded (for streaming output).
+
+    prompts: rows of ids (see `pad_prompts`). seed: one int (row i draws from fold_in(key(seed), i))
+    or one seed per row (a row with seed s draws what row 0 of seed s would, so a batch reproduces
+    one-at-a-time runs). eos_token: stop a row once it produced this id (e.g. config.eos_token);
+    None (default) never stops early. Rows that have finished yield the pad id.
+    """
+    config = model.config
+    check_sampling(temperature, top_k, top_p)
+    if not isinstance(max_new_tokens, (int, np.integer)) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    tokens, lengths = pad_prompts(prompts, pad_token=config.pad_token, vocab_size=config.vocab_size)
+    longest = int(lengths.max())
+    if longest + max_new_tokens > config.sequence_len:
+        raise ValueError(f"a prompt of {longest} tokens plus max_new_tokens={max_new_tokens} exceeds the "
+                         f"model's sequence_len={config.sequence_len}; shorten the prompt or ask for at most "
+                         f"{max(config.sequence_len - longest, 0)} new tokens")
+    batch = tokens.shape[0]
+    keys = _row_keys(seed, batch)
+    settings = (jnp.full((batch,), max(temperature, 1e-6), jnp.float32),  # unused when greedy
+                jnp.full((batch,), config.vocab_size if top_k is None else min(int(top_k), config.vocab_size),
+                         jnp.int32),
+                jnp.full((batch,), top_p, jnp.float32))
+    greedy = temperature == 0
+    step_keys = lambda i: jax.vmap(jax.random.fold_in, (0, None))(keys, i)  # noqa: E731
+
     graphdef, state = nnx.split(model)
+    cache = model.init_cache(batch, longest + max_new_tokens)
+    token, cache = _prefill(graphdef, state, jnp.asarray(tokens), jnp.asarray(lengths), cache, step_keys(0),
+                            *settings, greedy)
+    finished = np.zeros(batch, bool)
+    for i in range(max_new_tokens):
+        ids = np.asarray(token)
+        ids = np.where(finished, config.pad_token, ids)
+        yield ids
+        if eos_token is not None:
+            finished |= ids == eos_token
+        if finished.all() or i + 1 == max_new_tokens:
+            return
+        token, cache = _decode(graphdef, state, jnp.asarray(ids), cache, step_keys(i + 1), *settings, greedy)
 
-    @jax.jit
-    def step(state, tokens, cache):
-        logits, cache = nnx.merge(graphdef, state)(tokens, cache)
-        return jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32), cache
 
-    cache = model.init_cache(prompt.shape[0], prompt.shape[1] + max_new_tokens)
-    new = []
-    next_token, cache = step(state, jnp.asarray(prompt), cache)
-    for _ in range(max_new_tokens):
-        new.append(next_token)
-        if len(new) == max_new_tokens:
-            break
-        next_token, cache = step(state, next_token[:, None], cache)
-    out = np.asarray(jnp.stack(new, axis=1))
+def generate(model: Grok, tokens, max_new_tokens: int, *, temperature: float = 0.0, top_k: int | None = None,
+             top_p: float = 1.0, seed: int | Sequence[int] = 0, eos_token: int | None = None) -> np.ndarray:
+    """Continue each prompt by up to `max_new_tokens` ids; see `stream` for the settings.
+
+    tokens: one prompt [T], rows [B, T] right-padded with the pad id, or a list of prompts of
+    different lengths. temperature 0 is greedy (argmax). Returns the new ids only,
+    [B, n] (or [n] for one prompt): n = max_new_tokens, or less when `eos_token` is given and every
+    row produced it; after its EOS a row holds pad ids.
+    """
+    single = isinstance(tokens, (np.ndarray, jax.Array)) and np.ndim(tokens) == 1 or (
+        isinstance(tokens, (list, tuple)) and len(tokens) > 0 and np.ndim(tokens[0]) == 0)
+    prompts = [tokens] if single else tokens
+    steps = list(stream(model, prompts, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                        seed=seed, eos_token=eos_token))
+    out = np.stack(steps, axis=1).astype(np.int32)
     return out[0] if single else out
