@@ -180,41 +180,56 @@ def _tensor_files(path: Path, config: GrokConfig) -> tuple[Path, list[ReleaseTen
     return directory, layout
 
 
-def iter_release_tensors(path: str | Path, config: GrokConfig
+def iter_release_tensors(path: str | Path, config: GrokConfig, *, read=read_tensor
                          ) -> Iterator[tuple[ReleaseTensor, np.ndarray | QuantizedWeight8bit]]:
-    """Yield (tensor, value) for every file, checked against the config, one file in memory at a time."""
+    """Yield (tensor, value) for every file, checked against the config, one file in memory at a time.
+
+    `read` reads one file (sharding.read_tensor_mapped maps large arrays instead of reading them).
+    """
     directory, layout = _tensor_files(Path(path), config)
     for tensor in layout:
         source = directory / tensor.filename
-        value = read_tensor(source)
+        value = read(source)
         _check(tensor, value, source)
         yield tensor, value
 
 
-def load_checkpoint(path: str | Path, config: GrokConfig, *, dtype=jnp.bfloat16, quantized: bool = False) -> Grok:
+def load_checkpoint(path: str | Path, config: GrokConfig, *, dtype=jnp.bfloat16, quantized: bool = False,
+                    mesh=None) -> Grok:
     """Read a release-format checkpoint (`path` holds `ckpt-0/`) into a Grok with `dtype` activations.
 
     quantized=False dequantises the matrices once, in float32, and stores them in `dtype` (so
     bfloat16 gives the release's own int8 × bfloat16-scale product); quantized=True keeps them int8
     with their scales (~1 byte a parameter). Embeddings, norms and router stay float32. The model
     is built abstractly first, so nothing is allocated twice, and returned only if every file was read.
+
+    With a `mesh` (`grok_mini.make_mesh`) every parameter is split over the devices by the rules of
+    sharding.py: files are memory-mapped and each device gets only its slice (dequantised on the
+    host if asked), so host memory stays near one tensor, and a process of a multi-host run
+    (jax.distributed) reads only the parts of each file its own devices hold.
     """
+    from grok_mini import sharding  # imported here: sharding uses this module's unpickler
+
+    if mesh is not None:
+        sharding.check_mesh(config, mesh)
     abstract = nnx.eval_shape(lambda: Grok(config, dtype=dtype, param_dtype=jnp.int8 if quantized else dtype))
     graphdef, state = nnx.split(abstract)
     flat = dict(nnx.to_flat_state(state))
 
-    def put(param: tuple, array) -> None:
+    def put(param: tuple, value) -> None:
         variable = flat[param]
-        variable.set_value(jnp.asarray(array, dtype=variable.get_value().dtype))
+        target = variable.get_value()  # abstract: shape and dtype
+        read_slice = (sharding.dequantized_slices(value, target.dtype) if isinstance(value, QuantizedWeight8bit)
+                      else sharding.array_slices(value, target.dtype))
+        variable.set_value(sharding.place(param, target.shape, read_slice, mesh))
 
-    for tensor, value in iter_release_tensors(path, config):
-        if not isinstance(value, QuantizedWeight8bit):
-            put(tensor.param, value)
-        elif quantized:
+    read = read_tensor if mesh is None else sharding.read_tensor_mapped
+    for tensor, value in iter_release_tensors(path, config, read=read):
+        if isinstance(value, QuantizedWeight8bit) and quantized:
             put(tensor.param, value.weight)
             put((*tensor.param[:-1], "scales"), value.scales)
         else:
-            put(tensor.param, dequantize(value.weight, value.scales))
+            put(tensor.param, value)  # float32 as it is; int8 dequantised slice by slice
     return nnx.merge(graphdef, nnx.from_flat_state(flat))
 
 
