@@ -1,4 +1,4 @@
-"""`grok-mini` command line: info, demo (the main job), and more subcommands as they land."""
+"""`grok-mini` command line: info, demo (the main job), train, generate, tokenize."""
 
 from __future__ import annotations
 
@@ -47,19 +47,227 @@ def _info(args) -> None:
     print(info_table(preset(args.preset), args.preset))
 
 
-def _demo(args) -> None:
-    import jax.numpy as jnp
-    from flax import nnx
 
+# ---- shared helpers -----------------------------------------------------------------------------
+
+DEMO_PROMPTS = ('The "while" statement', "A class definition", "When an exception")
+
+
+def _model_config(args, default: str | None = "toy") -> GrokConfig | None:
+    """--config JSON wins over --preset; None when neither is given and there is no default."""
+    if getattr(args, "config", None):
+        return GrokConfig.from_json(args.config)
+    name = getattr(args, "preset", None) or default
+    return preset(name) if name else None
+
+
+def _train_overrides(args) -> dict:
+    names = ("steps", "batch_size", "seq_len", "learning_rate", "warmup_steps", "balance_coef", "z_coef",
+             "eval_every", "eval_windows", "checkpoint_every", "seed")
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    from grok_mini.train import TrainConfig
+
+    d = TrainConfig()
+    add = parser.add_argument
+    add("--steps", type=int, help=f"optimiser steps in all (default {d.steps})")
+    add("--batch-size", type=int, help=f"windows a step (default {d.batch_size})")
+    add("--seq-len", type=int, help=f"tokens a window (default {d.seq_len})")
+    add("--learning-rate", type=float, help=f"peak AdamW learning rate (default {d.learning_rate})")
+    add("--warmup-steps", type=int, help=f"linear warmup before the cosine decay (default {d.warmup_steps})")
+    add("--balance-coef", type=float, help=f"Switch load-balancing loss weight, 0 = off (default {d.balance_coef})")
+    add("--z-coef", type=float, help=f"router z-loss weight, 0 = off (default {d.z_coef})")
+    add("--eval-every", type=int, help=f"held-out loss every N steps (default {d.eval_every})")
+    add("--eval-windows", type=int, help=f"held-out windows (default {d.eval_windows})")
+    add("--checkpoint-every", type=int, help="also checkpoint every N steps (default: only at the end)")
+    add("--seed", type=int, help=f"model initialisation, batch order and sampling (default {d.seed})")
+    add("--no-progress", action="store_true", help="no progress bar")
+
+
+def _print_samples(model, tokenizer, prompts, *, max_new_tokens: int, temperature: float, top_k, top_p: float,
+                   seed: int) -> list[str]:
+    """Continue the prompts as one batch (of different lengths); print each, the generated part in ⟨⟩."""
     from grok_mini.generate import generate
-    from grok_mini.model import Grok
 
-    config = preset(args.preset)
-    model = Grok(config, dtype=jnp.float32, rngs=nnx.Rngs(args.seed))
-    prompt = [[5, 6, 7, 8, 9]]
-    print(f"built a random {args.preset} Grok ({config.num_params:,} parameters)")
-    print("prompt ids:", prompt[0])
-    print("greedy continuation ids:", generate(model, prompt, args.max_new_tokens)[0].tolist())
+    prompt_ids = [tokenizer.encode(prompt) for prompt in prompts]
+    new = generate(model, prompt_ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                   seed=seed, eos_token=tokenizer.eos_id)
+    texts = []
+    for prompt, ids, row in zip(prompts, prompt_ids, new, strict=True):
+        text = tokenizer.decode(ids + [int(i) for i in row])
+        texts.append(text)
+        shown = f"{prompt}⟨{text[len(prompt):]}⟩" if text.startswith(prompt) else text
+        print("  " + shown.replace("\n", "\n  "))
+    return texts
+
+
+# ---- demo ---------------------------------------------------------------------------------------
+
+def _demo(args) -> None:
+    import time
+    from pathlib import Path
+
+    from grok_mini.train import TrainConfig, prepare_run, save_plots
+
+    start = time.perf_counter()
+    out = Path(args.out)
+    model_config = preset(args.preset)
+    config = TrainConfig(**_train_overrides(args))
+    print(f"grok-mini demo: training the {args.preset} Grok ({model_config.num_params:,} parameters, "
+          f"{model_config.num_active_params:,} active a token: {model_config.num_selected_experts} of "
+          f"{model_config.num_experts} experts in each of {model_config.num_layers} layers) on this CPU → {out}/")
+    trainer, tokenizer = prepare_run(out, corpus=args.corpus, model_config=model_config, config=config,
+                                     replace=True)
+    print(f"tokenizer: SentencePiece BPE with Grok-1's recipe, {tokenizer.vocab_size} pieces → "
+          f"{out / 'tokenizer.model'}")
+    sampling = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                    top_p=args.top_p, seed=config.seed)
+    print(f"\nsamples before training (temperature {args.temperature}, top-k {args.top_k}, top-p {args.top_p}; "
+          "generated text in ⟨⟩):")
+    before = _print_samples(trainer.model, tokenizer, DEMO_PROMPTS, **sampling)
+    print(f"\ntraining {config.steps} steps of {config.batch_size}×{config.seq_len} tokens (AdamW, warmup + "
+          f"cosine; load-balancing loss ×{config.balance_coef}, router z-loss ×{config.z_coef}):")
+    trainer.run(run_dir=out, progress=not args.no_progress)
+    plots = save_plots(trainer.history, out)
+    history = trainer.history
+    first, last = history["heldout_loss"][0], history["heldout_loss"][-1]
+    print(f"held-out loss: {first:.3f} at step 0 → {last:.3f} at step {history['heldout_step'][-1]} "
+          f"({1 - last / first:.0%} lower; nats per token)")
+    print("\nsamples after training (same prompts, same seed):")
+    after = _print_samples(trainer.model, tokenizer, DEMO_PROMPTS, **sampling)
+    with open(out / "samples.txt", "w", encoding="utf-8") as file:
+        for title, texts in (("before training", before), (f"after {trainer.step} steps", after)):
+            file.write(f"# {title}\n\n" + "\n\n".join(texts) + "\n\n")
+    print(f"\nwrote {', '.join(str(p) for p in plots)}, {out / 'samples.txt'} and the checkpoint "
+          f"{out / 'checkpoints' / str(trainer.step)}")
+    print(f"wall time {time.perf_counter() - start:.0f} s; training ran at {trainer.tokens_per_second:,.0f} "
+          "tokens/s (compilation excluded)")
+    print(f"next: grok-mini generate {out} --prompt 'The \"for\" statement'")
+
+
+# ---- train --------------------------------------------------------------------------------------
+
+def _train(args) -> None:
+    import dataclasses
+    from pathlib import Path
+
+    from grok_mini.train import TrainConfig, prepare_run, read_run_files, save_plots
+
+    out = Path(args.out)
+    overrides = _train_overrides(args)
+    if args.resume:
+        model_config, saved = read_run_files(out)
+        config = dataclasses.replace(saved, **overrides)
+    else:
+        model_config, config = _model_config(args), TrainConfig(**overrides)
+    trainer, _ = prepare_run(out, corpus=args.corpus, model_config=model_config, config=config, resume=args.resume)
+    print(f"model: {model_config.num_params:,} parameters; training to step {config.steps} → {out}/")
+    trainer.run(run_dir=out, progress=not args.no_progress)
+    save_plots(trainer.history, out)
+    history = trainer.history
+    print(f"step {trainer.step}: held-out loss {history['heldout_loss'][0]:.3f} at step "
+          f"{history['heldout_step'][0]} → {history['heldout_loss'][-1]:.3f}; "
+          f"{trainer.tokens_per_second:,.0f} tokens/s; checkpoint, loss.png, expert_load.png in {out}/")
+
+
+# ---- generate -----------------------------------------------------------------------------------
+
+def _load_for_generation(args):
+    """(model, tokenizer or None) from a training run folder or a release checkpoint folder."""
+    from pathlib import Path
+
+    import jax.numpy as jnp
+
+    from grok_mini.tokenizer import load_grok1_tokenizer, load_tokenizer
+
+    path = Path(args.checkpoint)
+    dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, None: None}[args.dtype]
+    if (path / "checkpoints").is_dir():  # a grok-mini training run
+        from grok_mini.train import load_trained_model
+
+        model = load_trained_model(path, dtype=dtype or jnp.float32)
+        tokenizer = load_tokenizer(args.tokenizer or path / "tokenizer.model") if args.ids is None else None
+        return model, tokenizer
+    if (path / "ckpt-0").is_dir():  # the release format
+        from grok_mini.checkpoint import load_checkpoint
+
+        config = _model_config(args, default=None)
+        if config is None and (path / "config.json").is_file():
+            config = GrokConfig.from_json(path / "config.json")
+        if config is None:
+            raise ConfigError(f"{path}: a release checkpoint needs --preset (e.g. grok-1) or --config JSON")
+        model = load_checkpoint(path, config, dtype=dtype or jnp.bfloat16, quantized=args.int8)
+        tokenizer = None
+        if args.ids is None:
+            local = args.tokenizer or (path / "tokenizer.model" if (path / "tokenizer.model").is_file() else None)
+            tokenizer = load_tokenizer(local) if local else load_grok1_tokenizer()
+        return model, tokenizer
+    raise OSError(f"{path}: neither a training run (checkpoints/) nor a release checkpoint (ckpt-0/)")
+
+
+def _generate(args) -> None:
+    from grok_mini.generate import check_sampling, generate, stream
+
+    check_sampling(args.temperature, args.top_k, args.top_p)  # before the (slow) loading
+    if (args.ids is None) == (args.prompt is None):
+        raise ValueError("give either --prompt TEXT or --ids 1,2,3")
+    if args.num_samples < 1:
+        raise ValueError(f"--num-samples must be ≥ 1, got {args.num_samples}")
+    prompt = None
+    if args.ids is not None:
+        try:
+            prompt = [int(i) for i in args.ids.replace(",", " ").split()]
+        except ValueError:
+            raise ValueError(f"--ids: expected integers separated by commas, got {args.ids!r}") from None
+    model, tokenizer = _load_for_generation(args)
+    if tokenizer is not None and tokenizer.vocab_size > model.config.vocab_size:
+        raise ValueError(f"the tokenizer has {tokenizer.vocab_size} pieces, more than the model's "
+                         f"vocab_size={model.config.vocab_size}")
+    prompt = prompt if prompt is not None else tokenizer.encode(args.prompt)
+    eos = None if args.no_eos else (tokenizer.eos_id if tokenizer else model.config.eos_token)
+    settings = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, eos_token=eos)
+    if args.num_samples > 1 or tokenizer is None:
+        new = generate(model, [prompt] * args.num_samples, args.max_new_tokens, seed=args.seed, **settings)
+        for i, row in enumerate(new):
+            ids = [int(t) for t in row]
+            if args.num_samples > 1:
+                print(f"--- sample {i}")
+            print(tokenizer.decode(prompt + ids) if tokenizer else " ".join(map(str, ids)))
+        return
+    # One sample: print the text as it is decoded, holding back an incomplete UTF-8 character.
+    shown = tokenizer.decode(prompt)
+    print(shown, end="", flush=True)
+    ids = list(prompt)
+    for step in stream(model, [prompt], args.max_new_tokens, seed=args.seed, **settings):
+        if eos is not None and step[0] in (eos, model.config.pad_token):
+            break
+        ids.append(int(step[0]))
+        text = tokenizer.decode(ids).rstrip("\ufffd")
+        if text.startswith(shown) and len(text) > len(shown):
+            print(text[len(shown):], end="", flush=True)
+            shown = text
+    print()
+
+
+# ---- tokenize -----------------------------------------------------------------------------------
+
+def _tokenize(args) -> None:
+    from pathlib import Path
+
+    from grok_mini.tokenizer import load_grok1_tokenizer, load_tokenizer
+
+    if args.tokenizer is None:
+        tokenizer = load_grok1_tokenizer()
+    else:
+        path = Path(args.tokenizer)
+        tokenizer = load_tokenizer(path / "tokenizer.model" if path.is_dir() else path)
+    ids = tokenizer.encode(args.text)
+    print(f"{len(ids)} tokens ({tokenizer.source}, {tokenizer.vocab_size:,} pieces)")
+    for token in ids:
+        print(f"{token:>8}  {tokenizer.id_to_piece(token)!r}")
+    print("ids:", ids)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,16 +279,59 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--preset", default="grok-1")
     info.set_defaults(run=_info)
 
-    demo = commands.add_parser("demo", help="the main job: build the toy model on CPU and generate")
+    demo = commands.add_parser("demo", help="the main job: train the toy Grok on the embedded corpus, plot, sample")
+    demo.add_argument("--out", default="runs/demo", help="output folder (a previous demo there is replaced)")
     demo.add_argument("--preset", default="toy")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--max-new-tokens", type=int, default=16)
+    demo.add_argument("--corpus", help="a text file or folder instead of the embedded corpus")
+    demo.add_argument("--max-new-tokens", type=int, default=40)
+    demo.add_argument("--temperature", type=float, default=0.8)
+    demo.add_argument("--top-k", type=int, default=40)
+    demo.add_argument("--top-p", type=float, default=0.95)
+    _add_training_arguments(demo)
     demo.set_defaults(run=_demo)
+
+    train = commands.add_parser("train", help="train a Grok preset on a corpus: checkpoints, plots, resume")
+    train.add_argument("--corpus", help="a text file or a folder of .txt/.md/.rst (default: the embedded corpus)")
+    train.add_argument("--preset", default="toy")
+    train.add_argument("--config", help="a GrokConfig JSON file (instead of --preset)")
+    train.add_argument("--out", default="runs/train", help="the run folder")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    _add_training_arguments(train)
+    train.set_defaults(run=_train)
+
+    gen = commands.add_parser("generate", help="continue a prompt with a trained run or a release checkpoint")
+    gen.add_argument("checkpoint", help="a run folder (from grok-mini train or demo) or a folder holding ckpt-0/")
+    gen.add_argument("--prompt", help="text to continue")
+    gen.add_argument("--ids", help="token ids to continue instead of --prompt, e.g. 422,3033,356")
+    gen.add_argument("--max-new-tokens", type=int, default=64)
+    gen.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    gen.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens (default: all)")
+    gen.add_argument("--top-p", type=float, default=1.0,
+                     help="nucleus: keep the most likely tokens whose probability mass exceeds p (1 = all)")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--num-samples", type=int, default=1)
+    gen.add_argument("--no-eos", action="store_true", help="do not stop at the end-of-sequence token")
+    gen.add_argument("--tokenizer", help="a tokenizer.model (default: the run's own; for a release checkpoint "
+                     "its folder's tokenizer.model, else Grok-1's from the hub)")
+    gen.add_argument("--preset", help="release checkpoints: the preset (e.g. grok-1)")
+    gen.add_argument("--config", help="release checkpoints: a GrokConfig JSON file")
+    gen.add_argument("--dtype", choices=["float32", "bfloat16"],
+                     help="activations (default: float32 for a training run, bfloat16 for a release checkpoint)")
+    gen.add_argument("--int8", action="store_true", help="release checkpoints: keep the matrices int8 in memory")
+    gen.set_defaults(run=_generate)
+
+    tokenize = commands.add_parser("tokenize", help="show the pieces and ids of a text")
+    tokenize.add_argument("text")
+    tokenize.add_argument("--tokenizer", help="a tokenizer.model or a run folder (default: Grok-1's, from the hub)")
+    tokenize.set_defaults(run=_tokenize)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import matplotlib
+
+    matplotlib.use("Agg")  # plots go to files, never to a window
     try:
         args.run(args)
     except (ConfigError, ValueError, OSError) as error:
