@@ -115,6 +115,47 @@ def _memory_per_gpu():
     return viz.plot_memory_per_gpu(preset("grok-1"))
 
 
+# ==== 01 tokenization ===============================================================================
+
+
+@functools.cache
+def _toy_tokenizer_and_text():
+    """Notebook 01's tokenizer: 2,048 BPE pieces trained on the embedded corpus's training split."""
+    from grok_mini.data import embedded_corpus
+    from grok_mini.tokenizer import train_tokenizer
+
+    train_text, heldout_text = embedded_corpus().split()
+    return train_tokenizer(train_text.splitlines(), 2048), train_text, heldout_text
+
+
+@figure("01_vocabulary_layout", "The toy tokenizer's 2,048 ids: 4 special, 65 user-defined and 256 byte pieces "
+        "fixed by the Grok-1 recipe, then learned merges and single characters.")
+def _vocabulary_layout():
+    from grok_mini import viz
+
+    return viz.plot_vocabulary_layout(_toy_tokenizer_and_text()[0], name="The toy tokenizer trained here")
+
+
+TOKENIZED_TEXT = "def area(r):\n    return 3.14159 * r ** 2  # π r² 🧬"  # notebook 01 uses the same
+
+
+@figure("01_tokenized_text", "A line of code cut into pieces: indentation is one piece, digits are split, "
+        "characters without a piece fall back to UTF-8 bytes.")
+def _tokenized_text():
+    from grok_mini import viz
+
+    return viz.plot_tokenized_text(_toy_tokenizer_and_text()[0], TOKENIZED_TEXT)
+
+
+@figure("01_compression", "Characters per token on held-out text for BPE vocabularies of 512 to 8,192 pieces.")
+def _compression():
+    from grok_mini import viz
+
+    _, train_text, heldout_text = _toy_tokenizer_and_text()
+    sizes = (512, 1024, 2048, 4096, 8192)
+    return viz.plot_compression(sizes, viz.compression_by_vocab_size(train_text.splitlines(), heldout_text, sizes))
+
+
 # ==== 02 embeddings and RMSNorm =====================================================================
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from grok_mini.exercises import ExerciseFailed, attention, embeddings, rope, scale
+from grok_mini.exercises import ExerciseFailed, attention, embeddings, rope, scale, tokenization
 from grok_mini.layers import MultiHeadAttention, rotary_embedding
 from tests.conftest import TINY
 
@@ -28,6 +28,7 @@ def solution(name: str):
 
 
 SCALE, EMBEDDINGS, ROPE, ATTENTION = (solution(n) for n in ("scale", "embeddings", "rope", "attention"))
+TOKENIZATION = solution("tokenization")
 
 # (checker, reference solution) for every exercise in the notebooks.
 CHECKS = {
@@ -39,6 +40,8 @@ CHECKS = {
     "apply_rope": (rope.check_rope, ROPE.apply_rope),
     "kv_head_for": (attention.check_kv_head, ATTENTION.kv_head_for),
     "attention": (attention.check_attention, ATTENTION.attention),
+    "merge_pair": (tokenization.check_merge_pair, TOKENIZATION.merge_pair),
+    "decode_pieces": (tokenization.check_decode_pieces, TOKENIZATION.decode_pieces),
 }
 
 
@@ -130,6 +133,38 @@ def _crashes(*args, **kwargs):
     return args[0].no_such_attribute
 
 
+def _merge_first_occurrence(pieces, pair):
+    for i in range(len(pieces) - 1):
+        if (pieces[i], pieces[i + 1]) == tuple(pair):
+            return pieces[:i] + [pieces[i] + pieces[i + 1]] + pieces[i + 2:]
+    return pieces
+
+
+def _merge_joined_string(pieces, pair):
+    return " ".join(pieces).replace(" ".join(pair), "".join(pair)).split(" ")
+
+
+def _decode_keeping_the_dummy_space(pieces):
+    return " " + TOKENIZATION.decode_pieces(pieces)
+
+
+def _decode_with_lstrip(pieces):
+    return TOKENIZATION.decode_pieces(pieces).lstrip()
+
+
+def _decode_bytes_as_latin1(pieces):
+    text = "".join(chr(int(p[3:5], 16)) if p.startswith("<0x") else p for p in pieces).replace("▁", " ")
+    return text[1:] if text.startswith(" ") else text
+
+
+def _merge_returning_a_tuple(pieces, pair):
+    return tuple(TOKENIZATION.merge_pair(pieces, pair))
+
+
+def _decode_leaving_the_markers(pieces):
+    return "".join(pieces)
+
+
 # (exercise, wrong answer, words the message must contain)
 WRONG = [
     ("count_params", _untied_count, "counted the embedding twice"),
@@ -149,6 +184,13 @@ WRONG = [
     ("attention", _attention_modular, "h // G"),
     ("attention", _attention_unmasked, "zero weight"),
     ("attention", _crashes, "raised AttributeError"),
+    ("merge_pair", _merge_first_occurrence, "every occurrence"),
+    ("merge_pair", _merge_joined_string, "whole pieces"),
+    ("merge_pair", _merge_returning_a_tuple, "list of strings"),
+    ("decode_pieces", _decode_keeping_the_dummy_space, "add_dummy_prefix"),
+    ("decode_pieces", _decode_with_lstrip, "only the one space"),
+    ("decode_pieces", _decode_bytes_as_latin1, "UTF-8 bytes"),
+    ("decode_pieces", _decode_leaving_the_markers, "U\\+2581"),
 ]
 
 
