@@ -16,7 +16,8 @@ from flax import nnx
 from grok_mini.config import GrokConfig
 from grok_mini.quant import dequantize, quantize
 
-__all__ = ["record", "Linear", "RMSNorm", "rotary_embedding", "KVCache", "MultiHeadAttention", "attention_mask"]
+__all__ = ["record", "Linear", "matmul", "RMSNorm", "rotary_embedding", "KVCache", "MultiHeadAttention",
+           "attention_mask"]
 
 
 def record(module: nnx.Module, name: str, value: jax.Array):
@@ -53,15 +54,23 @@ class Linear(nnx.Module):
         return dequantize(self.w[...], self.scales[...], self.dtype)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = x.astype(self.dtype)
-        if self.scales is None:
-            return jnp.einsum("...i,io->...o", x, self.w[...].astype(self.dtype))
-        # int8: multiply each input block by its int8 rows (exact in bf16), then scale and sum the blocks.
-        blocks = self.scales.shape[-2]
-        x_blocks = rearrange(x, "... (b i) -> ... b i", b=blocks)
-        w_blocks = rearrange(self.w[...], "(b i) o -> b i o", b=blocks).astype(self.dtype)
-        partial = jnp.einsum("...bi,bio->...bo", x_blocks, w_blocks)
-        return jnp.einsum("...bo,bo->...o", partial, self.scales[...].astype(self.dtype))
+        return matmul(x, self.w[...], None if self.scales is None else self.scales[...], self.dtype)
+
+
+def matmul(x: jax.Array, w: jax.Array, scales: jax.Array | None, dtype) -> jax.Array:
+    """x [..., in] · w [in, out] in `dtype`; an int8 w (scales [blocks, out]) stays int8 until inside the product.
+
+    Shared by Linear and the MoE's per-expert matmuls (moe.py), which pass one expert's w and scales.
+    """
+    x = x.astype(dtype)
+    if scales is None:
+        return jnp.einsum("...i,io->...o", x, w.astype(dtype))
+    # int8: multiply each input block by its int8 rows (exact in bf16), then scale and sum the blocks.
+    blocks = scales.shape[-2]
+    x_blocks = rearrange(x, "... (b i) -> ... b i", b=blocks)
+    w_blocks = rearrange(w, "(b i) o -> b i o", b=blocks).astype(dtype)
+    partial = jnp.einsum("...bi,bio->...bo", x_blocks, w_blocks)
+    return jnp.einsum("...bo,bo->...o", partial, scales.astype(dtype))
 
 
 class RMSNorm(nnx.Module):

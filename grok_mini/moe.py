@@ -1,20 +1,44 @@
 """Mixture of experts: a float32 router picks 2 of 8 gated-GELU experts for every token.
 
 The router takes a softmax over *all* experts and keeps the top-k probabilities as they are
-(no renormalisation), exactly as the official model does. `dense_moe` is the plain reference: every
-expert runs on every token and the gates select; it is slow (E/k times the needed FLOPs) and obviously right.
+(no renormalisation), exactly as the official model does.
+
+Dispatch, i.e. getting each token to its k experts and back, has five implementations that compute
+the same function (tests/test_moe.py checks values and gradients):
+
+- `dense_moe`: the plain reference. Every expert runs on every token and the gates select; E/k times
+  the needed FLOPs, obviously right.
+- `official_dense_moe`: the xai-org/grok-1 formulation. Every token *copy* (N·k rows) runs through
+  every expert, then a one-hot picks the chosen output: E times the needed FLOPs.
+- `sparse_moe` (the model's default): token copies are placed expert by expert into tiles of
+  `tile_rows` rows (each tile holds one expert's rows) and a scan runs each tile through its own
+  expert. Dropless, static shapes, about the needed FLOPs; the fast path on CPU and (we expect) GPU.
+- `ragged_moe`: the same sort, then `jax.lax.ragged_dot` grouped matmuls. Equal, but on CPU (and on
+  GPU in jax 0.10/0.11) ragged_dot is lowered as a dense masked product costing about E matmuls.
+- `capacity_moe`: GShard/Switch training style; each expert takes at most
+  ceil(N·k/E · capacity_factor) copies, the rest are dropped (contribute zero) and counted.
+
+Int8 expert weights stay int8: each expert's matmul dequantises block by block inside the product
+(`layers.matmul`), never the whole [E, in, out] stack.
 """
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
+from einops import rearrange
 from flax import nnx
 
 from grok_mini.config import GrokConfig
-from grok_mini.layers import Linear, record
+from grok_mini.layers import Linear, matmul, record
 
-__all__ = ["gelu_tanh", "Router", "Experts", "MoELayer", "route", "dense_moe", "gate_matrix"]
+__all__ = ["gelu_tanh", "Router", "Experts", "MoELayer", "route", "dense_moe", "gate_matrix",
+           "official_dense_moe", "sparse_moe", "ragged_moe", "capacity_moe", "position_in_expert",
+           "default_tile_rows", "DISPATCHES"]
+
+DISPATCHES = ("sparse", "ragged", "capacity", "dense", "official")
 
 
 def gelu_tanh(x: jax.Array) -> jax.Array:
@@ -71,22 +95,226 @@ def dense_moe(experts: Experts, x: jax.Array, gates: jax.Array) -> jax.Array:
     return jnp.einsum("ne,end->nd", gates.astype(dtype), out)
 
 
-class MoELayer(nnx.Module):
-    """Route each token to its top-k experts and sum their outputs weighted by the router's probabilities."""
+def official_dense_moe(experts: Experts, x: jax.Array, gates: jax.Array, expert_ids: jax.Array) -> jax.Array:
+    """The xai-org/grok-1 formulation: x [N, D], gates and expert_ids [N, k] → [N, D].
 
-    def __init__(self, config: GrokConfig, *, dtype=jnp.bfloat16, param_dtype=jnp.float32, rngs: nnx.Rngs):
+    Each token is repeated once per selected slot (N·k rows, token-major), every row goes through
+    every expert (dequantised first), and a one-hot over the row's expert id keeps one output; the k
+    outputs of a token are weighted by the gates (cast to dtype) and summed. E times the needed
+    FLOPs; the official README says it is inefficient on purpose, to avoid custom kernels.
+    """
+    dtype, k, num_experts = experts.dtype, expert_ids.shape[-1], experts.linear.w.shape[0]
+    copies = jnp.repeat(x.astype(dtype), k, axis=0)  # [N·k, D], rows n·k … n·k + k-1 are token n
+    select = jax.nn.one_hot(expert_ids.reshape(-1), num_experts, dtype=dtype)  # [N·k, E]
+
+    def every_expert_then_select(h: jax.Array, linear: Linear) -> jax.Array:
+        all_outputs = jnp.einsum("mi,eio->emo", h, linear.kernel())  # [E, N·k, out]
+        return jnp.einsum("me,emo->mo", select, all_outputs)
+
+    hidden = gelu_tanh(every_expert_then_select(copies, experts.linear)) * every_expert_then_select(
+        copies, experts.linear_v)
+    out = rearrange(every_expert_then_select(hidden, experts.linear_1), "(n k) d -> n k d", k=k)
+    return jnp.einsum("nk,nkd->nd", gates.astype(dtype), out)
+
+
+# ---- sparse dispatch: token copies sorted by expert ------------------------------------------------
+
+def position_in_expert(expert_ids: jax.Array, num_experts: int) -> jax.Array:
+    """For each copy of a flat list [M], how many earlier copies went to the same expert.
+
+    expert id · (copies per expert) + position would be its index after a stable sort by expert; we
+    compute the position with a cumulative count instead of sorting (GShard's "position in expert").
+    """
+    one_hot = jax.nn.one_hot(expert_ids, num_experts, dtype=jnp.int32)  # [M, E]
+    earlier = jnp.cumsum(one_hot, axis=0) - one_hot
+    return jnp.take_along_axis(earlier, expert_ids[:, None], axis=1)[:, 0]
+
+
+def _token_copies(x: jax.Array, expert_ids: jax.Array, dtype) -> tuple[jax.Array, jax.Array]:
+    """The k copies of every token, choice-major: ([k·N, D] rows, [k·N] expert ids).
+
+    Copy c = j·N + n is token n's j-th choice, so all first choices come before any second choice
+    (this order only matters to `capacity_moe`, where earlier copies win the free slots).
+    """
+    k = expert_ids.shape[-1]
+    return jnp.tile(x.astype(dtype), (k, 1)), expert_ids.T.reshape(-1)
+
+
+def _combine(copy_outputs: jax.Array, gates: jax.Array) -> jax.Array:
+    """[k·N, D] choice-major expert outputs, gates [N, k] → Σ_j gate_j · output_j, [N, D]."""
+    per_choice = rearrange(copy_outputs, "(k n) d -> k n d", k=gates.shape[-1])
+    return jnp.einsum("nk,knd->nd", gates.astype(copy_outputs.dtype), per_choice)
+
+
+def _expert_ffn(experts: Experts, rows: jax.Array, expert: jax.Array) -> jax.Array:
+    """One expert's gated-GELU FFN on rows [t, D] → [t, D]; `expert` may be traced (picks its weights)."""
+
+    def project(linear: Linear, h: jax.Array) -> jax.Array:
+        scales = None if linear.scales is None else linear.scales[expert]  # int8: [blocks, out]
+        return matmul(h, linear.w[expert], scales, experts.dtype)
+
+    return project(experts.linear_1, gelu_tanh(project(experts.linear, rows)) * project(experts.linear_v, rows))
+
+
+def _run_tiles(experts: Experts, tiles: jax.Array, tile_expert: jax.Array) -> jax.Array:
+    """tiles [T, t, D], tile_expert [T] → [T, t, D]: each tile through its own expert's FFN.
+
+    A scan reads one expert's weights per tile, so a tile costs one [t, D] × [D, F] product per
+    matrix and the weights of experts no tile points at are never read (what decode time is made of
+    on a GPU). No skipping by lax.cond: under autodiff a cond would rebuild the whole [E, D, F]
+    weight gradient every tile, while a plain scan accumulates it in place.
+    """
+
+    def one_tile(carry, tile):
+        rows, expert = tile
+        return carry, _expert_ffn(experts, rows, expert)
+
+    return jax.lax.scan(one_tile, None, (tiles, tile_expert))[1]
+
+
+def default_tile_rows() -> int:
+    """Rows per tile for `sparse_moe` on the default backend.
+
+    A GPU reads a [D, F] expert matrix in the time it multiplies it by ~150 rows (int8 weights, H100),
+    so tiles of 256 rows cost little more than one row and decode reads each selected expert once.
+    A CPU is compute-bound at any tile size, so small tiles waste fewer padding rows.
+    """
+    return 64 if jax.default_backend() == "cpu" else 256
+
+
+def sparse_moe(experts: Experts, x: jax.Array, gates: jax.Array, expert_ids: jax.Array, *,
+               tile_rows: int | None = None) -> jax.Array:
+    """Dropless sparse dispatch: x [N, D], gates and expert_ids [N, k] → [N, D].
+
+    The M = N·k token copies are laid out expert by expert, each expert's run padded to whole tiles
+    of t = min(tile_rows, N) rows, so every tile belongs to one expert. Whatever the routing, at most
+    min((M + E·(t-1)) // t, M) tiles hold rows (static shape); the spare tiles are zeros.
+    Compute: about M + E·t/2 rows instead of N·E (dense) or M·E (official).
+    """
+    num_experts, dtype = experts.linear.w.shape[0], experts.dtype
+    copies, ids = _token_copies(x, expert_ids, dtype)  # [M, D], [M]
+    t = min(tile_rows or default_tile_rows(), x.shape[0])
+    num_tiles = min((ids.shape[0] + num_experts * (t - 1)) // t, ids.shape[0])
+
+    group_sizes = jnp.bincount(ids, length=num_experts)  # copies per expert
+    tiles_per_expert = -(-group_sizes // t)
+    tile_end = jnp.cumsum(tiles_per_expert)  # expert e owns tiles [tile_end[e-1], tile_end[e])
+    slot = (tile_end - tiles_per_expert)[ids] * t + position_in_expert(ids, num_experts)  # [M] row in the tiles
+    tiles = jnp.zeros((num_tiles * t, copies.shape[-1]), dtype).at[slot].add(copies)  # slots are distinct
+
+    owner = jnp.searchsorted(tile_end, jnp.arange(num_tiles), side="right")  # E for spare tiles
+    out = _run_tiles(experts, rearrange(tiles, "(T t) d -> T t d", t=t), jnp.minimum(owner, num_experts - 1))
+    return _combine(rearrange(out, "T t d -> (T t) d")[slot], gates)
+
+
+def _ragged_matmul(linear: Linear, rows: jax.Array, group_sizes: jax.Array, row_expert: jax.Array) -> jax.Array:
+    """rows [M, in] sorted by expert (group_sizes [E]) · their expert's weight → [M, out], via ragged_dot.
+
+    int8: one ragged_dot per input block on the int8 rows cast to dtype, each row weighted by its
+    expert's scales for that block.
+    """
+    dtype = linear.dtype
+    rows = rows.astype(dtype)
+    if linear.scales is None:
+        return jax.lax.ragged_dot(rows, linear.w[...].astype(dtype), group_sizes)
+    blocks = linear.scales.shape[-2]
+    row_blocks = rearrange(rows, "m (b i) -> b m i", b=blocks)
+    w_blocks = rearrange(linear.w[...], "e (b i) o -> b e i o", b=blocks)
+    row_scales = linear.scales[...][row_expert].astype(dtype)  # [M, blocks, out]
+    out = 0
+    for b in range(blocks):
+        out = out + jax.lax.ragged_dot(row_blocks[b], w_blocks[b].astype(dtype), group_sizes) * row_scales[:, b]
+    return out
+
+
+def ragged_moe(experts: Experts, x: jax.Array, gates: jax.Array, expert_ids: jax.Array) -> jax.Array:
+    """Dropless dispatch with `jax.lax.ragged_dot`: copies sorted by expert, three grouped matmuls, unsorted.
+
+    x [N, D], gates and expert_ids [N, k] → [N, D].
+    """
+    num_experts, dtype = experts.linear.w.shape[0], experts.dtype
+    copies, ids = _token_copies(x, expert_ids, dtype)
+    group_sizes = jnp.bincount(ids, length=num_experts)
+    slot = (jnp.cumsum(group_sizes) - group_sizes)[ids] + position_in_expert(ids, num_experts)  # sorted position
+    rows = jnp.zeros_like(copies).at[slot].add(copies)  # = copies[argsort(ids, stable=True)]
+    row_expert = jnp.repeat(jnp.arange(num_experts), group_sizes, total_repeat_length=ids.shape[0])
+
+    def grouped(linear, h):
+        return _ragged_matmul(linear, h, group_sizes, row_expert)
+
+    hidden = gelu_tanh(grouped(experts.linear, rows)) * grouped(experts.linear_v, rows)
+    return _combine(grouped(experts.linear_1, hidden)[slot], gates)
+
+
+def expert_capacity(num_tokens: int, num_selected: int, num_experts: int, capacity_factor: float) -> int:
+    """ceil(N·k/E · capacity_factor) copies per expert, at least 1 and at most N·k (more can never be used)."""
+    return max(1, min(num_tokens * num_selected, math.ceil(num_tokens * num_selected / num_experts * capacity_factor)))
+
+
+def capacity_moe(experts: Experts, x: jax.Array, gates: jax.Array, expert_ids: jax.Array,
+                 capacity_factor: float = 1.25) -> tuple[jax.Array, jax.Array]:
+    """Fixed-capacity dispatch (GShard/Switch): (x [N, D] → [N, D], number of dropped copies).
+
+    Each expert gets a bucket of C = expert_capacity(...) rows; copies are admitted in choice-major
+    order (every token's first choice before any second choice, then by token), and copies past C
+    are dropped: they add nothing, and the token keeps only its other expert(s) and the residual.
+    With capacity_factor ≥ E/k nothing can be dropped and this equals `dense_moe`.
+    """
+    num_experts, dtype = experts.linear.w.shape[0], experts.dtype
+    capacity = expert_capacity(x.shape[0], expert_ids.shape[-1], num_experts, capacity_factor)
+    copies, ids = _token_copies(x, expert_ids, dtype)
+    position = position_in_expert(ids, num_experts)
+    kept = position < capacity
+    slot = jnp.where(kept, ids * capacity + position, num_experts * capacity)  # past the end: dropped
+    buckets = jnp.zeros((num_experts * capacity, copies.shape[-1]), dtype).at[slot].add(copies, mode="drop")
+    out = _run_tiles(experts, rearrange(buckets, "(e c) d -> e c d", e=num_experts), jnp.arange(num_experts))
+    copy_outputs = rearrange(out, "e c d -> (e c) d").at[slot].get(mode="fill", fill_value=0)
+    return _combine(copy_outputs, gates), jnp.sum(~kept)
+
+
+class MoELayer(nnx.Module):
+    """Route each token to its top-k experts and sum their outputs weighted by the router's probabilities.
+
+    `dispatch` picks how (see the module docstring): "sparse" (default), "ragged", "capacity" (drops
+    copies past `capacity_factor`; records how many as `dropped_copies`), "dense" (the plain reference
+    the notebooks show) or "official". Change it on a built model with
+    `model.set_attributes(dispatch="dense")`.
+    """
+
+    def __init__(self, config: GrokConfig, *, dtype=jnp.bfloat16, param_dtype=jnp.float32, rngs: nnx.Rngs,
+                 dispatch: str = "sparse", capacity_factor: float = 1.25, tile_rows: int | None = None):
         self.router = Router(config, rngs=rngs)
         self.experts = Experts(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.config = config
+        self.dispatch = dispatch
+        self.capacity_factor = capacity_factor
+        self.tile_rows = tile_rows  # None: default_tile_rows() for the backend
         self.record_router = False  # model.set_attributes(record_router=True) keeps the logits
+        _check_dispatch(dispatch)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """x [B, T, D] → [B, T, D]; records the router logits (for balance losses and plots) on request."""
         router_logits = self.router(x)  # [B, T, E] float32
         if self.record_router:
             record(self, "router_logits", router_logits)
-        gates, chosen = route(router_logits, self.config.num_selected_experts)
-        weights = gate_matrix(gates, chosen, self.config.num_experts)  # [B, T, E]
-        flat = x.reshape(-1, x.shape[-1])
-        out = dense_moe(self.experts, flat, weights.reshape(-1, weights.shape[-1]))
+        gates, chosen = route(router_logits, self.config.num_selected_experts)  # [B, T, k] each
+        flat = x.reshape(-1, x.shape[-1])  # [N, D]
+        gates, chosen = gates.reshape(flat.shape[0], -1), chosen.reshape(flat.shape[0], -1)  # [N, k]
+        _check_dispatch(self.dispatch)
+        if self.dispatch == "sparse":
+            out = sparse_moe(self.experts, flat, gates, chosen, tile_rows=self.tile_rows)
+        elif self.dispatch == "ragged":
+            out = ragged_moe(self.experts, flat, gates, chosen)
+        elif self.dispatch == "capacity":
+            out, dropped = capacity_moe(self.experts, flat, gates, chosen, self.capacity_factor)
+            record(self, "dropped_copies", dropped)
+        elif self.dispatch == "dense":
+            out = dense_moe(self.experts, flat, gate_matrix(gates, chosen, self.config.num_experts))
+        else:
+            out = official_dense_moe(self.experts, flat, gates, chosen)
         return out.reshape(x.shape).astype(x.dtype)
+
+
+def _check_dispatch(dispatch: str):
+    if dispatch not in DISPATCHES:
+        raise ValueError(f"MoE dispatch {dispatch!r} is not one of {', '.join(DISPATCHES)}")
