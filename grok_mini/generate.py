@@ -34,7 +34,9 @@ from flax import nnx
 
 from grok_mini.model import Grok
 
-__all__ = ["generate", "stream", "sample_tokens", "filter_logits", "check_sampling", "pad_prompts"]
+__all__ = ["generate", "stream", "sample_tokens", "filter_logits", "check_sampling", "pad_prompts", "BUCKET"]
+
+BUCKET = 16  # prompts are padded, and caches sized, to multiples of this (like the runner's pad_sizes)
 
 def check_sampling(temperature: float, top_k: int | None, top_p: float) -> None:
     """Raise a ValueError naming the setting when a sampling setting is outside its range."""
@@ -73,27 +75,28 @@ def sample_tokens(logits: jax.Array, keys: jax.Array, temperature: jax.Array, to
     return jax.vmap(jax.random.categorical)(keys, filtered).astype(jnp.int32)
 
 
+@functools.partial(jax.jit, static_argnums=(5,))
 def _choose(logits, keys, temperature, top_k, top_p, greedy: bool):
-    logits = logits.astype(jnp.float32)
+    """The next token of every row: argmax when greedy, else a draw from the filtered distribution."""
     if greedy:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
     return sample_tokens(logits, keys, temperature, top_k, top_p)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 9))
-def _prefill(graphdef, state, tokens, lengths, cache, keys, temperature, top_k, top_p, greedy):
-    """Run the padded prompts [B, T] through the model; sample each row's first token after its last."""
+@functools.partial(jax.jit, static_argnums=(0,))
+def _prefill(graphdef, state, tokens, lengths, cache):
+    """Run the padded prompts [B, T] through the model; float32 logits after each row's last token."""
     logits, cache = nnx.merge(graphdef, state)(tokens, cache)
     last = logits[jnp.arange(tokens.shape[0]), lengths - 1]  # [B, V]
     cache = [dataclasses.replace(layer, step=lengths) for layer in cache]  # each row resumes at its length
-    return _choose(last, keys, temperature, top_k, top_p, greedy), cache
+    return last.astype(jnp.float32), cache
 
 
-@functools.partial(jax.jit, static_argnums=(0, 8))
-def _decode(graphdef, state, tokens, cache, keys, temperature, top_k, top_p, greedy):
-    """One new token per row: tokens [B] → next tokens [B]."""
+@functools.partial(jax.jit, static_argnums=(0,))
+def _decode(graphdef, state, tokens, cache):
+    """One new token per row: tokens [B] → float32 logits [B, V] of the next."""
     logits, cache = nnx.merge(graphdef, state)(tokens[:, None], cache)
-    return _choose(logits[:, -1], keys, temperature, top_k, top_p, greedy), cache
+    return logits[:, -1].astype(jnp.float32), cache
 
 
 def pad_prompts(prompts, *, pad_token: int, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -169,9 +172,13 @@ def stream(model: Grok, prompts, max_new_tokens: int, *, temperature: float = 0.
     step_keys = lambda i: jax.vmap(jax.random.fold_in, (0, None))(keys, i)  # noqa: E731
 
     graphdef, state = nnx.split(model)
-    cache = model.init_cache(batch, longest + max_new_tokens)
-    token, cache = _prefill(graphdef, state, jnp.asarray(tokens), jnp.asarray(lengths), cache, step_keys(0),
-                            *settings, greedy)
+    # Round the prefill width and the cache length up to a multiple of BUCKET (within sequence_len):
+    # fewer distinct shapes, fewer compilations; the extra positions are masked pad keys.
+    width = min(-(-longest // BUCKET) * BUCKET, config.sequence_len - max_new_tokens)
+    tokens = np.pad(tokens, ((0, 0), (0, width - tokens.shape[1])), constant_values=config.pad_token)
+    cache = model.init_cache(batch, min(-(-(width + max_new_tokens) // BUCKET) * BUCKET, config.sequence_len))
+    logits, cache = _prefill(graphdef, state, jnp.asarray(tokens), jnp.asarray(lengths), cache)
+    token = _choose(logits, step_keys(0), *settings, greedy)
     finished = np.zeros(batch, bool)
     for i in range(max_new_tokens):
         ids = np.asarray(token)
@@ -181,7 +188,8 @@ def stream(model: Grok, prompts, max_new_tokens: int, *, temperature: float = 0.
             finished |= ids == eos_token
         if finished.all() or i + 1 == max_new_tokens:
             return
-        token, cache = _decode(graphdef, state, jnp.asarray(ids), cache, step_keys(i + 1), *settings, greedy)
+        logits, cache = _decode(graphdef, state, jnp.asarray(ids), cache)
+        token = _choose(logits, step_keys(i + 1), *settings, greedy)
 
 
 def generate(model: Grok, tokens, max_new_tokens: int, *, temperature: float = 0.0, top_k: int | None = None,

@@ -458,14 +458,13 @@ def plot_losses(history: dict, path: str | Path, *, title: str = "") -> Path:
     """Training loss (cross-entropy) per step and held-out loss at its evaluation steps."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 4), dpi=110)
+    fig = Figure(figsize=(7, 4), dpi=110, layout="constrained")
     ax = fig.subplots()
     ax.plot(history["step"], history["ce"], lw=0.8, alpha=0.6, label="training cross-entropy (batch)")
     ax.plot(history["heldout_step"], history["heldout_loss"], "o-", ms=4, label="held-out cross-entropy")
     ax.set(xlabel="optimiser step", ylabel="nats per token", title=title or "loss")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
     fig.savefig(path)
     return Path(path)
 
@@ -481,7 +480,7 @@ def plot_expert_load(history: dict, path: str | Path, *, title: str = "") -> Pat
     kernel = np.ones(window) / window
     cols = min(num_layers, 4)
     rows = math.ceil(num_layers / cols)
-    fig = Figure(figsize=(3.2 * cols, 2.6 * rows + 0.6), dpi=110)
+    fig = Figure(figsize=(3.2 * cols, 2.6 * rows + 0.6), dpi=110, layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols, sharex=True, sharey=True)).ravel()
     for layer, ax in enumerate(axes):
         if layer >= num_layers:
@@ -497,6 +496,5 @@ def plot_expert_load(history: dict, path: str | Path, *, title: str = "") -> Pat
     fig.supxlabel("optimiser step")
     fig.suptitle(title or f"expert load per layer (dashed: balanced 1/{num_experts})", fontsize=10)
     axes[0].legend(fontsize=6, ncol=2)
-    fig.tight_layout()
     fig.savefig(path)
     return Path(path)
