@@ -169,12 +169,12 @@ def _rmsnorm_eps():
 SANDWICH_TOKENS = [list(range(5, 37))]  # 32 ids, no padding
 
 
-@figure("02_sandwich_residual", "Residual-stream RMS per layer of a 12-layer toy Grok: with the post-norms, "
+@figure("02_sandwich_residual", "Residual-stream RMS per layer of an 8-layer toy Grok: with the post-norms, "
         "scaling the sublayers' output weights ×10 changes nothing.")
 def _sandwich_residual():
     from grok_mini import viz
 
-    curves, expected = viz.sandwich_experiment(_toy_model(num_layers=12), SANDWICH_TOKENS)
+    curves, expected = viz.sandwich_experiment(_toy_model(num_layers=8), SANDWICH_TOKENS)
     return viz.plot_sandwich_residual(curves, expected=expected)
 
 

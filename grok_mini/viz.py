@@ -177,33 +177,19 @@ def plot_rmsnorm_eps(eps: float = GrokConfig.rms_norm_eps) -> Figure:
 
 
 @functools.cache
-def _sandwich_forward():
-    """The jitted walk used by sandwich_residual_rms (built once, so repeated calls reuse the compilation)."""
-    import jax.numpy as jnp
+def _sandwich_layer():
+    """One decoder layer with switches, compiled once and reused for every layer (they share one structure)."""
     from flax import nnx
 
     @nnx.jit(static_argnames=("post_norms",))
-    def run(model, tokens, post_norms, gain):
-        cfg = model.config
-        key_mask = tokens != cfg.pad_token
-        positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
-        h = model.in_out_embed[...][tokens].astype(model.dtype) * cfg.embedding_multiplier_scale
+    def step(layer, h, positions, key_mask, post_norms, gain):
+        attended, _ = layer.multi_head_attention(layer.rms_norm(h), positions, key_mask)
+        attended = attended * gain
+        h = h + (layer.rms_norm_1(attended) if post_norms else attended)
+        mixed = layer.moe(layer.rms_norm_2(h)) * gain
+        return h + (layer.rms_norm_3(mixed) if post_norms else mixed)
 
-        def rms(h):  # one number: the RMS over features, averaged over the real tokens
-            per_token = jnp.sqrt(jnp.mean(h.astype(jnp.float32) ** 2, axis=-1))
-            return jnp.sum(per_token * key_mask) / jnp.sum(key_mask)
-
-        out = [rms(h)]
-        for layer in model.decoder_layers:
-            attended, _ = layer.multi_head_attention(layer.rms_norm(h), positions, key_mask)
-            attended = attended * gain
-            h = h + (layer.rms_norm_1(attended) if post_norms else attended)
-            mixed = layer.moe(layer.rms_norm_2(h)) * gain
-            h = h + (layer.rms_norm_3(mixed) if post_norms else mixed)
-            out.append(rms(h))
-        return jnp.stack(out)
-
-    return run
+    return step
 
 
 def sandwich_residual_rms(model, tokens, *, post_norms: bool = True, gain: float = 1.0) -> np.ndarray:
@@ -212,13 +198,28 @@ def sandwich_residual_rms(model, tokens, *, post_norms: bool = True, gain: float
     Walks `model.decoder_layers` with their own submodules. post_norms=False leaves out
     rms_norm_1 and rms_norm_3 (a pre-norm-only transformer); `gain` multiplies each sublayer's
     output before its post-norm, which is what scaling its output weights by `gain` would do.
-    With post_norms=True and gain=1 this is the model's own computation (the notebook checks
+    With post_norms=True and gain=1 this is the model's own computation (notebook 02 checks
     it against the `residual_rms` the model records).
     """
     import jax.numpy as jnp
 
-    run = _sandwich_forward()
-    return np.asarray(run(model, jnp.asarray(tokens), post_norms, jnp.float32(gain)))
+    cfg = model.config
+    tokens = jnp.asarray(tokens)
+    key_mask = tokens != cfg.pad_token
+    positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+    h = model.in_out_embed[...][tokens].astype(model.dtype) * jnp.asarray(cfg.embedding_multiplier_scale, model.dtype)
+    real = np.asarray(key_mask, np.float64)
+
+    def rms(h):  # one number: the RMS over features, averaged over the real (non-pad) tokens
+        per_token = np.sqrt(np.mean(np.asarray(h, np.float64) ** 2, axis=-1))
+        return float(np.sum(per_token * real) / np.sum(real))
+
+    step = _sandwich_layer()
+    out = [rms(h)]
+    for layer in model.decoder_layers:
+        h = step(layer, h, positions, key_mask, post_norms, jnp.asarray(gain, model.dtype))
+        out.append(rms(h))
+    return np.asarray(out)
 
 
 def sandwich_experiment(model, tokens, gain: float = 10.0) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -275,7 +276,7 @@ def rope_angles(key_size: int, base: float = GrokConfig.rope_base) -> np.ndarray
     half = key_size // 2
     unit = np.zeros((half, key_size))
     unit[np.arange(half), np.arange(half)] = 1.0  # e_i: the first member of pair i
-    pairs = np.stack([_rotate(unit[i][None], np.array([1]), base)[0] for i in range(half)])  # [D/2, D]
+    pairs = _rotate(unit, np.ones(half, np.int32), base)  # [D/2, D]: row i is e_i at position 1
     return np.arctan2(pairs[np.arange(half), np.arange(half) + half], pairs[np.arange(half), np.arange(half)])
 
 
