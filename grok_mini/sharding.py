@@ -200,7 +200,7 @@ def dequantized_slices(value: QuantizedWeight8bit, dtype) -> Callable[[tuple], n
     r // (in / blocks), so any slice of rows finds its own scales whatever the device count. The
     product is exact in float32 and rounded once to dtype, as `quant.dequantize` does.
     """
-    weight, scales = value.weight, value.scales
+    weight, scales = value.weight, np.asarray(value.scales, np.float32)  # scales are small: convert once
     size_in, blocks = weight.shape[-2], scales.shape[-2]
 
     def read(index: tuple) -> np.ndarray:
@@ -212,7 +212,7 @@ def dequantized_slices(value: QuantizedWeight8bit, dtype) -> Callable[[tuple], n
         for position in np.ndindex(*out.shape[:-2]):  # one expert at a time keeps the float32 temporary small
             at = tuple(r[i] for r, i in zip(lead, position, strict=True))
             w = np.asarray(weight[at + index[-2:]], np.float32)  # [r, o]
-            s = np.asarray(scales[at + (rows, index[-1])], np.float32)  # [r, o]
+            s = scales[at + (rows, index[-1])]  # [r, o]
             out[position] = w * s
         return out
 
