@@ -270,6 +270,16 @@ def _tokenize(args) -> None:
     print("ids:", ids)
 
 
+def _figures(args) -> None:
+    from grok_mini import figures
+
+    if args.list or args.markdown:
+        print(figures.gallery_markdown() if args.markdown else
+              "\n".join(f"{spec.name:<28} {spec.caption}" for spec in figures.FIGURES.values()))
+        return
+    for path in figures.render(args.only or None, args.out):
+        print(path)
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grok-mini", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -324,6 +334,13 @@ def build_parser() -> argparse.ArgumentParser:
     tokenize.add_argument("text")
     tokenize.add_argument("--tokenizer", help="a tokenizer.model or a run folder (default: Grok-1's, from the hub)")
     tokenize.set_defaults(run=_tokenize)
+
+    figs = commands.add_parser("figures", help="regenerate the PNGs in figures/ from the notebooks' plotting code")
+    figs.add_argument("--out", help="output folder (default: figures/ of this checkout)")
+    figs.add_argument("--only", nargs="+", metavar="NAME", help="render these figures only (see --list)")
+    figs.add_argument("--list", action="store_true", help="list the figures and their captions")
+    figs.add_argument("--markdown", action="store_true", help="print the README gallery for the figures")
+    figs.set_defaults(run=_figures)
     return parser
 
 
