@@ -280,6 +280,7 @@ def _figures(args) -> None:
     for path in figures.render(args.only or None, args.out):
         print(path)
 
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grok-mini", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
