@@ -211,6 +211,20 @@ def _worker() -> dict:
             }
             if name == "2x4" and quantized:
                 results["2x4/int8/greedy"] = generate(loaded, reference["tokens"][0], len(reference["greedy"])).tolist()
+    # HF safetensors onto a mesh: the same arrays, laid out the same way, as from the release files.
+    import tempfile
+
+    from grok_mini.hf import load_hf, release_to_hf
+
+    mesh = make_mesh(data=2, model=4)
+    with tempfile.TemporaryDirectory() as folder:
+        release_to_hf(FIXTURE, config, folder, dtype=jnp.float32)
+        from_hf = nnx.to_flat_state(nnx.state(load_hf(folder, dtype=jnp.float32, mesh=mesh), nnx.Param))
+    from_release = dict(nnx.to_flat_state(nnx.state(load_checkpoint(FIXTURE, config, dtype=jnp.float32, mesh=mesh),
+                                                    nnx.Param)))
+    results["hf_on_mesh_equal"] = all(
+        np.array_equal(np.asarray(v.get_value()), np.asarray(from_release[path].get_value()))
+        and v.get_value().sharding == from_release[path].get_value().sharding for path, v in from_hf)
     try:
         load_checkpoint(FIXTURE, config, mesh=make_mesh(model=3, devices=jax.devices()[:3]))
         results["impossible"] = "loaded"
@@ -247,6 +261,10 @@ def test_official_logits_on_every_mesh(eight_devices, mesh, weights):
 
 def test_greedy_through_the_kv_cache_on_a_2x4_mesh(eight_devices, reference):
     assert eight_devices["2x4/int8/greedy"] == reference["greedy"].tolist()
+
+
+def test_hf_safetensors_load_onto_a_mesh_like_the_release_files(eight_devices):
+    assert eight_devices["hf_on_mesh_equal"]
 
 
 def test_loading_on_a_mesh_the_model_cannot_split_is_refused(eight_devices):
