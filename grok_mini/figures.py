@@ -252,3 +252,60 @@ def _attention_patterns():
     weights = viz.record_attention(_toy_model(), ATTENTION_TOKENS)  # [L, B, KV, G, T, S]
     return viz.plot_attention_patterns(weights[0, 0], ATTENTION_TOKENS[0],
                                        title="Random toy Grok, layer 0: each row sums to 1 over the visible keys")
+
+
+# ==== 05 expert routing =============================================================================
+
+
+@functools.cache
+def _routing_inputs():
+    """Notebook 05's inputs: the toy Grok's router logits [L, B, T, E] on 8 × 64 held-out tokens, and their pieces."""
+    import numpy as np
+
+    from grok_mini import viz
+
+    tokenizer, _, heldout_text = _toy_tokenizer_and_text()
+    tokens = np.array(tokenizer.encode(heldout_text)[: 8 * 64]).reshape(8, 64)
+    pieces = [tokenizer.id_to_piece(t).replace("\n", "\\n") for t in tokens[0]]
+    return viz.record_router_logits(_toy_model(), tokens), pieces
+
+
+@figure("05_router_probs", "Router probabilities of the untrained toy Grok's first layer: a softmax over all 8 "
+        "experts, the top 2 boxed (their gates are used as they are, not renormalised).")
+def _router_probs():
+    import jax
+    import numpy as np
+
+    from grok_mini import viz
+
+    logits, pieces = _routing_inputs()
+    probs = np.asarray(jax.nn.softmax(logits[0, 0, :14], axis=-1))
+    return viz.plot_router_probs(probs, np.argsort(-probs, axis=-1)[:, :2], labels=pieces[:14],
+                                 title="Layer 0: softmax over all 8 experts; boxes: top-1 (red), top-2 (orange)")
+
+
+@figure("05_expert_load", "Share of the top-2 assignments per expert and layer of the untrained toy Grok, with "
+        "each layer's coefficient of variation and normalised entropy.")
+def _expert_load():
+    import numpy as np
+
+    from grok_mini import viz
+
+    logits, _ = _routing_inputs()
+    chosen = np.argsort(-logits, axis=-1)[..., :2]
+    counts = np.stack([np.bincount(c.reshape(-1), minlength=logits.shape[-1]) for c in chosen])
+    return viz.plot_expert_load(counts / counts.sum(-1, keepdims=True),
+                                title=f"Untrained toy Grok: expert load on {chosen[0, ..., 0].size} held-out tokens")
+
+
+@figure("05_balance_sweep", "One expert's logit given a growing head start: the load collapses onto it, CV rises, "
+        "entropy falls, the Switch balance loss climbs from 1 towards E/k = 4.")
+def _balance_sweep():
+    import numpy as np
+
+    from grok_mini import viz
+
+    logits, _ = _routing_inputs()
+    sweep = viz.balance_sweep(logits[0].reshape(-1, logits.shape[-1]).astype(np.float64), favoured=3,
+                              strengths=np.linspace(0, 6, 25))
+    return viz.plot_balance_sweep(sweep)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from grok_mini.exercises import ExerciseFailed, attention, embeddings, rope, scale, tokenization
+from grok_mini.exercises import ExerciseFailed, attention, embeddings, rope, routing, scale, tokenization
 from grok_mini.layers import MultiHeadAttention, rotary_embedding
 from tests.conftest import TINY
 
@@ -28,6 +28,7 @@ def solution(name: str):
 
 
 SCALE, EMBEDDINGS, ROPE, ATTENTION = (solution(n) for n in ("scale", "embeddings", "rope", "attention"))
+ROUTING = solution("routing")
 TOKENIZATION = solution("tokenization")
 
 # (checker, reference solution) for every exercise in the notebooks.
@@ -42,6 +43,8 @@ CHECKS = {
     "attention": (attention.check_attention, ATTENTION.attention),
     "merge_pair": (tokenization.check_merge_pair, TOKENIZATION.merge_pair),
     "decode_pieces": (tokenization.check_decode_pieces, TOKENIZATION.decode_pieces),
+    "top2_route": (routing.check_top2_route, ROUTING.top2_route),
+    "balance_loss": (routing.check_balance_loss, ROUTING.balance_loss),
 }
 
 
@@ -165,6 +168,41 @@ def _decode_leaving_the_markers(pieces):
     return "".join(pieces)
 
 
+def _renormalised_top2(logits):
+    gates, ids = ROUTING.top2_route(logits)
+    return gates / gates.sum(-1, keepdims=True), ids
+
+
+def _softmax_of_top2_logits(logits):
+    top, ids = jax.lax.top_k(jnp.asarray(logits), 2)
+    return jax.nn.softmax(top, axis=-1), ids
+
+
+def _bottom2(logits):
+    ids = np.argsort(logits, axis=-1)[:, :2]
+    return np.take_along_axis(jax.nn.softmax(logits, axis=-1), ids, -1), ids
+
+
+def _top2_second_first(logits):
+    gates, ids = ROUTING.top2_route(logits)
+    return gates[:, ::-1], ids[:, ::-1]
+
+
+def _balance_not_divided_by_k(logits, num_selected):
+    return num_selected * ROUTING.balance_loss(logits, num_selected)
+
+
+def _balance_without_e(logits, num_selected):
+    return ROUTING.balance_loss(logits, num_selected) / logits.shape[-1]
+
+
+def _balance_of_loads_squared(logits, num_selected):
+    n, e = logits.shape
+    _, chosen = jax.lax.top_k(jnp.asarray(logits), num_selected)
+    f = jnp.bincount(chosen.reshape(-1), length=e) / (n * num_selected)
+    return e * jnp.sum(f * f)
+
+
 # (exercise, wrong answer, words the message must contain)
 WRONG = [
     ("count_params", _untied_count, "counted the embedding twice"),
@@ -191,6 +229,13 @@ WRONG = [
     ("decode_pieces", _decode_with_lstrip, "only the one space"),
     ("decode_pieces", _decode_bytes_as_latin1, "UTF-8 bytes"),
     ("decode_pieces", _decode_leaving_the_markers, "U\\+2581"),
+    ("top2_route", _renormalised_top2, "renormalised"),
+    ("top2_route", _softmax_of_top2_logits, "renormalised"),
+    ("top2_route", _bottom2, "smallest"),
+    ("top2_route", _top2_second_first, "wrong order"),
+    ("balance_loss", _balance_not_divided_by_k, "N·k"),
+    ("balance_loss", _balance_without_e, "number of experts E"),
+    ("balance_loss", _balance_of_loads_squared, "mean router \\*probability\\*"),
 ]
 
 
