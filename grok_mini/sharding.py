@@ -318,15 +318,18 @@ class _MappedUnpickler(pickle._Unpickler):
 def read_tensor_mapped(path: str | Path) -> np.ndarray | QuantizedWeight8bit:
     """Like checkpoint.read_tensor, but large arrays are read-only memory maps of the file.
 
-    Nothing is read until a slice is asked for, and then only the pages it covers: a process whose
-    devices hold 1/8 of a tensor reads about 1/8 of its file (whole rows of a row-split matrix;
-    a page-aligned share of each row of a column-split one).
+    With several processes, nothing is read until a slice is asked for, and then only the pages it
+    covers: a process whose devices hold 1/8 of a tensor reads about 1/8 of its file (whole rows of
+    a row-split matrix; a page-aligned share of each row of a column-split one). A single process
+    needs every page, so it asks the kernel to read the whole file ahead (posix_fadvise WILLNEED).
     """
     from grok_mini.checkpoint import CheckpointError
 
     path = Path(path)
     try:
         with open(path, "rb") as file:
+            if hasattr(os, "posix_fadvise") and jax.process_count() == 1:  # one process needs every page:
+                os.posix_fadvise(file.fileno(), 0, 0, os.POSIX_FADV_WILLNEED)  # start reading them all now
             value = _MappedUnpickler(file, source=str(path)).load()
     except CheckpointError:
         raise

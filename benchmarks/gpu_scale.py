@@ -1,0 +1,408 @@
+"""Full-width Grok-1 layers on all the GPUs of one host: write, load, run; a markdown table of the numbers.
+
+    python benchmarks/gpu_scale.py --dir /tmp/grok-bench --out report.md            # on a GPU host
+    python benchmarks/gpu_scale.py --smoke --dir /tmp/grok-smoke --out smoke.md     # tiny, any machine
+
+Phases (each prints a timestamped line; the report is rewritten after every phase, so a run cut
+short still leaves what it measured):
+1. the devices, and each GPU's HBM bandwidth measured by a copy (read + write of a large array);
+2. how many layers fit: the GPUs' memory less a reserve per GPU (activations, KV cache, the dense
+   MoE's dequantised expert weights, XLA workspace), at most 64 (`--layers N` to choose);
+3. a release-layout checkpoint (`ckpt-0/tensorNNNNN_000` pickles, int8 matrices + bfloat16 scales,
+   float32 embedding, norms and router) of full-width Grok-1 layers with random int8 weights. One
+   layer is written; the other layers' files are hard links to it (identical layers time the same),
+   so the disk holds one layer plus the embedding, ~8 GB, whatever the count. The files are then in
+   the page cache, so the load below measures the loader, not the disk:
+4. the disk's cold read speed, on one expert file whose cached pages are dropped first;
+5. grok_mini.load_checkpoint(dir, config, mesh=make_mesh(), quantized=True) over all GPUs: load time,
+   host RAM peak during the load, memory per GPU;
+6. prefill tokens/s and greedy decode ms/token (bfloat16 activations, int8 weights, KV cache),
+   against the bound "bytes of weights each GPU reads per decoded token / its measured bandwidth",
+   both for all its weights (what a dense MoE reads) and for the weights a token uses (2 of 8 experts).
+
+Needs only jax, flax, numpy and grok_mini's own imports (run from the repository root; no install).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+START = time.time()
+
+
+def log(message: str) -> None:
+    print(f"[{time.time() - START:7.1f}s] {message}", flush=True)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dir", type=Path, required=True, help="where to write the checkpoint (reused if complete)")
+    parser.add_argument("--out", type=Path, required=True, help="markdown report to write")
+    parser.add_argument("--layers", default="auto", help="number of layers, or 'auto' (as many as fit, ≤ 64)")
+    parser.add_argument("--mesh", default=None, help="data,expert,model sizes (default: all devices on model)")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--prompt-len", type=int, default=None, help="prefill length (default 256; smoke 16)")
+    parser.add_argument("--decode-steps", type=int, default=None, help="timed decode steps (default 32; smoke 8)")
+    parser.add_argument("--reserve-gib", type=float, default=None,
+                        help="GPU memory kept free per GPU when choosing the layer count (default: 6 GiB + "
+                             "1.2x one layer's dequantised bfloat16 expert weights / GPUs)")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, 4 simulated devices if no GPU")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+ARGS = parse_args() if __name__ == "__main__" else None
+if ARGS is not None:
+    # Before JAX starts: let it use most of each GPU (its default is 75 %), and give a CPU-only
+    # smoke run 4 devices so the mesh code is exercised.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.92")
+    if ARGS.smoke and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+sys.path.insert(0, str(ROOT))
+
+import flax  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from flax import nnx  # noqa: E402
+from jax.sharding import NamedSharding  # noqa: E402
+from jax.sharding import PartitionSpec as P  # noqa: E402
+
+from grok_mini import GrokConfig, load_checkpoint, make_mesh, preset  # noqa: E402
+from grok_mini.checkpoint import CHECKPOINT_DIR, QuantizedWeight8bit, _pickle_release, release_layout  # noqa: E402
+from grok_mini.sharding import shard_cache, shard_tokens  # noqa: E402
+
+GB, GiB = 1e9, 2**30
+SMOKE = GrokConfig(vocab_size=2048, emb_size=256, key_size=32, num_q_heads=8, num_kv_heads=4, num_layers=4,
+                   widening_factor=8.0, sequence_len=128, attn_output_multiplier=32**-0.5,
+                   embedding_multiplier_scale=256**0.5)
+
+
+# ---- helpers ----------------------------------------------------------------------------------------
+
+def proc_status(field: str) -> int | None:
+    """VmRSS / VmHWM of this process in bytes (None where /proc is missing)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def device_memory(device) -> dict:
+    try:
+        return device.memory_stats() or {}
+    except Exception:  # CPU devices have no memory stats
+        return {}
+
+
+def gb(n: float | None) -> str:
+    """Bytes in GB (MB below 1 GB, for smoke runs)."""
+    if n is None:
+        return "n/a"
+    return f"{n / GB:,.2f} GB" if n >= GB else f"{n / 1e6:,.1f} MB"
+
+
+def layer_bytes(config: GrokConfig) -> int:
+    """int8 bytes of one decoder layer as released (int8 matrices + bf16 scales, float32 norms and router)."""
+    one = dataclasses.replace(config, num_layers=1)
+    return one.weight_bytes("int8") - 4 * (one.vocab_size * one.emb_size + one.emb_size)
+
+
+class Report:
+    """Rows of (quantity, value, note), rewritten to --out after every phase."""
+
+    def __init__(self, path: Path, title: str):
+        self.path, self.title, self.rows, self.notes = path, title, [], []
+
+    def add(self, quantity: str, value: str, note: str = "") -> None:
+        self.rows.append((quantity, value, note))
+        log(f"{quantity}: {value} {note}")
+        self.write()
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+        log(text)
+        self.write()
+
+    def write(self) -> None:
+        lines = [f"# {self.title}", "", "| quantity | value | note |", "| --- | --- | --- |"]
+        lines += [f"| {q} | {v} | {n} |" for q, v, n in self.rows]
+        lines += [""] + [f"- {text}" for text in self.notes]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text("\n".join(lines) + "\n")
+
+
+# ---- phase 1: bandwidth -------------------------------------------------------------------------------
+
+def copy_bandwidth(mesh, bytes_per_device: int) -> float:
+    """HBM bandwidth per device in bytes/s: y = x + 1 over a large bf16 array reads and writes it once."""
+    n = len(mesh.devices.flat)
+    elements = bytes_per_device // 2 * n
+    sharding = NamedSharding(mesh, P(mesh.axis_names))
+    x = jax.jit(lambda: jnp.ones((elements,), jnp.bfloat16), out_shardings=sharding)()
+    bump = jax.jit(lambda x: x + jnp.bfloat16(1))
+    bump(x).block_until_ready()
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        bump(x).block_until_ready()
+        times.append(time.perf_counter() - start)
+    del x
+    return 2 * bytes_per_device / min(times)
+
+
+# ---- phase 3: the checkpoint ---------------------------------------------------------------------------
+
+def write_checkpoint(config: GrokConfig, folder: Path, seed: int) -> dict:
+    """Layer 0 and the embedding written with random values; every other layer hard-linked to layer 0."""
+    marker = folder / "grok_bench.json"
+    wanted = {"config": dataclasses.asdict(config), "seed": seed}
+    if marker.is_file() and json.loads(marker.read_text()) == wanted:
+        log(f"reusing the complete checkpoint in {folder}")
+        return {"written_bytes": 0, "seconds": 0.0}
+    directory = folder / CHECKPOINT_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    for old in directory.iterdir():
+        old.unlink()
+    rng = np.random.default_rng(seed)
+
+    def random_int8(shape) -> np.ndarray:  # raw random bytes: several GB/s
+        return np.frombuffer(rng.bytes(math.prod(shape)), np.int8).reshape(shape)
+
+    layout = release_layout(config)
+    layer0 = {}
+    written, start = 0, time.time()
+    for tensor in layout:  # layer 0 and the two top-level tensors first
+        parts = tensor.path.split("/")
+        if parts[0] == "transformer" and parts[1] != "decoder_layer_0":
+            continue
+        if tensor.blocks is None:
+            if tensor.path.endswith("embeddings"):
+                value = random_int8(tensor.shape).astype(np.float32) / 127
+            elif tensor.path.endswith("scale"):
+                value = np.ones(tensor.shape, np.float32)
+            else:  # router
+                value = rng.standard_normal(tensor.shape, np.float32) / math.sqrt(tensor.shape[0])
+        else:
+            size_in = tensor.shape[-2]
+            scales = np.full((*tensor.shape[:-2], tensor.blocks, tensor.shape[-1]),
+                             1 / (73.6 * math.sqrt(size_in)), np.float32)  # unit-variance outputs
+            value = QuantizedWeight8bit(weight=random_int8(tensor.shape), scales=scales.astype(jnp.bfloat16))
+        data = _pickle_release(value)
+        (directory / tensor.filename).write_bytes(data)
+        written += len(data)
+        del value, data
+        if parts[0] == "transformer":
+            layer0["/".join(parts[2:])] = tensor.filename
+        log(f"  wrote {tensor.filename} {tensor.path} {list(tensor.shape)}")
+    for tensor in layout:  # every other layer: a hard link to layer 0's file of the same parameter
+        parts = tensor.path.split("/")
+        if parts[0] == "transformer" and parts[1] != "decoder_layer_0":
+            os.link(directory / layer0["/".join(parts[2:])], directory / tensor.filename)
+    marker.write_text(json.dumps(wanted))
+    return {"written_bytes": written, "seconds": time.time() - start}
+
+
+def cold_read_speed(path: Path) -> float | None:
+    """Read one file after dropping its cached pages (posix_fadvise DONTNEED): bytes/s, or None."""
+    if not hasattr(os, "posix_fadvise"):
+        return None
+    with open(path, "rb") as file:
+        os.fsync(file.fileno())
+        os.posix_fadvise(file.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        start, size = time.perf_counter(), 0
+        while chunk := file.read(64 << 20):
+            size += len(chunk)
+    return size / (time.perf_counter() - start)
+
+
+# ---- phase 6: prefill and decode --------------------------------------------------------------------
+
+def run_model(model, mesh, config: GrokConfig, batch: int, prompt_len: int, steps: int, report: Report,
+              seed: int) -> dict:
+    graphdef, state = nnx.split(model)
+
+    def prefill(state, tokens, cache):
+        logits, cache = nnx.merge(graphdef, state)(tokens, cache)
+        return jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32)[:, None], cache
+
+    step = prefill  # the same function on [B, 1] tokens: one decode step
+    prefill_jit = jax.jit(prefill, donate_argnums=2)
+    decode_jit = jax.jit(step, donate_argnums=2)
+    rng = np.random.default_rng(seed)
+    tokens = shard_tokens(rng.integers(3, config.vocab_size, (batch, prompt_len), dtype=np.int32), mesh)
+
+    def fresh_cache():
+        return shard_cache(model.init_cache(batch, prompt_len + steps + 4), mesh)
+
+    start = time.perf_counter()
+    compiled = prefill_jit.lower(state, tokens, fresh_cache()).compile()
+    report.add("compile prefill", f"{time.perf_counter() - start:.1f} s")
+    times = []
+    for _ in range(3):
+        cache = fresh_cache()
+        jax.block_until_ready(cache)
+        start = time.perf_counter()
+        token, cache = compiled(state, tokens, cache)
+        token.block_until_ready()
+        times.append(time.perf_counter() - start)
+    prefill_s = min(times[1:])
+    report.add("prefill", f"{batch * prompt_len / prefill_s:,.0f} tokens/s",
+               f"batch {batch} × {prompt_len} tokens in {prefill_s * 1e3:,.1f} ms (best of 2 after a warm-up)")
+
+    start = time.perf_counter()
+    token, cache = decode_jit(state, token, cache)  # compiles; the next call may recompile once for the
+    token, cache = decode_jit(state, token, cache)  # layout the compiler chose for the returned cache
+    token.block_until_ready()
+    report.add("compile decode (+2 steps)", f"{time.perf_counter() - start:.1f} s")
+    start = time.perf_counter()
+    for _ in range(steps):
+        token, cache = decode_jit(state, token, cache)
+    token.block_until_ready()
+    decode_s = (time.perf_counter() - start) / steps
+    return {"prefill_s": prefill_s, "decode_s": decode_s}
+
+
+def weight_bytes_per_device(model, config: GrokConfig) -> tuple[int, int]:
+    """(all weights, weights one token uses) in bytes on the first device, from the placed arrays."""
+    first = jax.devices()[0]
+    total = active = 0
+    for path, variable in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+        array = variable.get_value()
+        on_first = sum(s.data.nbytes for s in array.addressable_shards if s.device == first)
+        total += on_first
+        share = config.num_selected_experts / config.num_experts if "experts" in path else 1.0
+        active += on_first * share
+    return total, int(active)
+
+
+# ---- main -------------------------------------------------------------------------------------------
+
+def main(args: argparse.Namespace) -> None:
+    devices = jax.devices()
+    kind = devices[0].device_kind
+    report = Report(args.out, f"Grok-1 at scale on {len(devices)} × {kind}" + (" (smoke)" if args.smoke else ""))
+    report.note(f"command: `python benchmarks/gpu_scale.py {' '.join(sys.argv[1:])}`")
+    report.note(f"jax {jax.__version__}, flax {flax.__version__}, Python {platform.python_version()}, "
+                f"backend {jax.default_backend()}")
+    report.add("devices", f"{len(devices)} × {kind}", f"{jax.process_count()} process(es)")
+    sizes = [int(s) for s in args.mesh.split(",")] if args.mesh else None
+    mesh = make_mesh(data=sizes[0], expert=sizes[1], model=sizes[2]) if sizes else make_mesh()
+    report.add("mesh", " × ".join(f"{k}={v}" for k, v in mesh.shape.items()))
+    limits = [device_memory(d).get("bytes_limit") for d in devices]
+    limit = min(limits) if all(limits) else None
+    report.add("memory per device (JAX limit)", gb(limit))
+    meminfo = Path("/proc/meminfo").read_text().split("\n")[0] if Path("/proc/meminfo").exists() else "n/a"
+    report.add("host RAM", meminfo.replace("MemTotal:", "").strip())
+
+    # 1. bandwidth
+    buffer = (64 << 20) if args.smoke or limit is None else min(4 << 30, limit // 8)
+    bandwidth = copy_bandwidth(mesh, buffer)
+    report.add("copy bandwidth per device", f"{bandwidth / GB:,.1f} GB/s", f"read + write of {gb(buffer)}")
+
+    # 2. how many layers
+    base = SMOKE if args.smoke else preset("grok-1")
+    n = len(devices)
+    per_layer = layer_bytes(base)
+    dequantised_layer = 2 * 3 * base.num_experts * base.emb_size * base.ffn_size  # bf16 expert stacks
+    reserve = args.reserve_gib * GiB if args.reserve_gib is not None else 6 * GiB + 1.2 * dequantised_layer / n
+    embedding = 4 * base.vocab_size * base.emb_size
+    if args.layers != "auto":
+        layers = int(args.layers)
+    elif args.smoke or limit is None:
+        layers = base.num_layers
+    else:
+        layers = int((n * (limit - reserve) - embedding) // per_layer)
+        layers = max(1, min(64, layers))
+    config = dataclasses.replace(base, num_layers=layers)
+    report.add("layers", f"{layers} of 64" if not args.smoke else f"{layers} (smoke config)",
+               f"{gb(per_layer)} int8 each; reserve {gb(reserve)} per device")
+    report.add("checkpoint (int8 release format)", gb(config.weight_bytes("int8")),
+               f"full Grok-1: {gb(preset('grok-1').weight_bytes('int8'))}")
+
+    # 3. write
+    stat = os.statvfs(args.dir if args.dir.exists() else args.dir.parent)
+    log(f"disk free at {args.dir}: {gb(stat.f_bavail * stat.f_frsize)}; writing layer 0 + embedding")
+    written = write_checkpoint(config, args.dir, args.seed)
+    if written["written_bytes"]:
+        report.add("write (unique files)", f"{gb(written['written_bytes'])} in {written['seconds']:.1f} s",
+                   "other layers are hard links to layer 0")
+
+    # 4. cold read of one expert file
+    expert_file = next(t for t in release_layout(config) if t.path.endswith("decoder_layer_0/moe/linear/w"))
+    speed = cold_read_speed(args.dir / CHECKPOINT_DIR / expert_file.filename)
+    if speed:
+        report.add("disk cold read", f"{speed / GB:,.2f} GB/s", f"one expert file; the full checkpoint would take "
+                   f"≥ {preset('grok-1').weight_bytes('int8') / speed / 60:,.1f} min to read at this speed")
+
+    # 5. load
+    gc.collect()
+    rss_before = proc_status("VmRSS")
+    peak_reset = reset_peak_rss()
+    start = time.perf_counter()
+    model = load_checkpoint(args.dir, config, dtype=jnp.bfloat16, quantized=True, mesh=mesh)
+    jax.block_until_ready(nnx.state(model))
+    load_s = time.perf_counter() - start
+    checkpoint_bytes = config.weight_bytes("int8")
+    report.add("load", f"{load_s:,.1f} s", f"{checkpoint_bytes / load_s / GB:,.2f} GB/s from the page cache "
+               f"(mapped files → slices → devices)")
+    peak = proc_status("VmHWM")
+    if peak_reset and peak and rss_before:
+        largest = max(math.prod(t.shape) * (4 if t.blocks is None else 1) for t in release_layout(config))
+        report.add("host RAM peak during load", gb(peak - rss_before),
+                   f"growth of resident memory over {gb(rss_before)} before (incl. mapped file pages); "
+                   f"largest tensor {gb(largest)}")
+    in_use = [device_memory(d).get("bytes_in_use") for d in devices]
+    if all(in_use):
+        report.add("memory per device after load", f"{gb(min(in_use))} – {gb(max(in_use))}")
+    total_bytes, active_bytes = weight_bytes_per_device(model, config)
+    report.add("weights on device 0", gb(total_bytes), f"a token uses {gb(active_bytes)} of them (2 of 8 experts)")
+
+    # 6. speed
+    prompt_len = args.prompt_len or (16 if args.smoke else 256)
+    steps = args.decode_steps or (8 if args.smoke else 32)
+    try:
+        timing = run_model(model, mesh, config, args.batch, prompt_len, steps, report, args.seed)
+    except Exception as error:  # an OOM should still leave the load numbers in the report
+        report.note(f"prefill/decode failed: {type(error).__name__}: {str(error).splitlines()[0][:300]}")
+        return
+    decode_ms = timing["decode_s"] * 1e3
+    bound_all, bound_active = total_bytes / bandwidth * 1e3, active_bytes / bandwidth * 1e3
+    report.add("decode", f"{decode_ms:,.1f} ms/token", f"batch {args.batch}; {args.batch / timing['decode_s']:,.1f} "
+               f"tokens/s; {steps} steps")
+    report.add("decode bound, all weights on a device", f"{bound_all:,.1f} ms/token",
+               f"{gb(total_bytes)} / {bandwidth / GB:,.1f} GB/s; measured is {decode_ms / bound_all:,.1f}× this")
+    report.add("decode bound, weights a token uses", f"{bound_active:,.1f} ms/token",
+               f"{gb(active_bytes)} / {bandwidth / GB:,.1f} GB/s; measured is {decode_ms / bound_active:,.1f}× this")
+    if not args.smoke and layers < 64:
+        report.note(f"64 layers on the same GPUs would scale decode to about {decode_ms * 64 / layers:,.0f} ms/token "
+                    "(linear in layers; the embedding's share is small), if they fit.")
+    for d, stats in zip(devices, (device_memory(d) for d in devices), strict=True):
+        if stats.get("peak_bytes_in_use"):
+            report.note(f"{d}: peak {gb(stats['peak_bytes_in_use'])} of {gb(stats.get('bytes_limit'))}")
+    log(f"done; report in {args.out}")
+
+
+if __name__ == "__main__":
+    main(ARGS)
