@@ -271,5 +271,66 @@ def test_loading_on_a_mesh_the_model_cannot_split_is_refused(eight_devices):
     assert "mesh model=3 does not divide num_q_heads=16" in eight_devices["impossible"]
 
 
+# ---- two processes (jax.distributed), 4 devices each: one model split 8 ways across them --------------
+
+def _process_worker(process_id: int, port: int) -> dict:
+    """One of two processes: load the fixture on a model=8 mesh spanning both, run it, and report
+    which slices of layer 0's expert down projection this process asked the files for."""
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=process_id)
+    from grok_mini import load_checkpoint
+    from tests.conftest import relative_error
+
+    config = GrokConfig.from_json(FIXTURE / "config.json")
+    reference = dict(np.load(FIXTURE / "reference.npz"))
+    asked, place = [], sharding.place
+
+    def recording_place(path, shape, read_slice, mesh=None):
+        def read(index):
+            if path == ("decoder_layers", 0, "moe", "experts", "linear_1", "w"):
+                asked.append([[s.start, s.stop] for s in index])
+            return read_slice(index)
+        return place(path, shape, read, mesh)
+
+    sharding.place = recording_place
+    mesh = make_mesh(model=8)
+    model = load_checkpoint(FIXTURE, config, dtype=jnp.float32, quantized=True, mesh=mesh)
+    graphdef, state = nnx.split(model)
+    tokens = reference["tokens"]
+    tokens = jax.make_array_from_callback(tokens.shape, jax.sharding.NamedSharding(mesh, P()), lambda i: tokens[i])
+    logits_of = jax.jit(lambda state, tokens: nnx.merge(graphdef, state)(tokens),
+                        out_shardings=jax.sharding.NamedSharding(mesh, P()))
+    logits = np.asarray(logits_of(state, tokens).addressable_data(0))
+    return {"error": relative_error(logits, reference["logits"]), "asked": asked,
+            "local_devices": len(jax.local_devices()), "devices": len(jax.devices())}
+
+
+def test_two_processes_each_read_only_their_own_slices_and_agree_with_the_official_logits():
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4 --xla_backend_optimization_level=0",
+               JAX_PLATFORMS="cpu")
+    runs = [subprocess.Popen([sys.executable, "-m", "tests.test_sharding", "--process", str(i), str(port)], cwd=ROOT,
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (0, 1)]
+    results = []
+    for run in runs:
+        out, err = run.communicate(timeout=600)
+        assert run.returncode == 0, err[-4000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    for i, result in enumerate(results):
+        assert (result["local_devices"], result["devices"]) == (4, 8)
+        assert result["error"] < F32_BOUND, result
+        # linear_1 [E=8, F=176, D=128] is split by rows over model=8: 22 rows a device, and process i
+        # drives devices 4i … 4i+3, so it asked for rows 88i … 88i+87 and nothing else.
+        rows = sorted(tuple(index[1]) for index in result["asked"])
+        assert rows == [(88 * i + 22 * k, 88 * i + 22 * (k + 1)) for k in range(4)], rows
+
+
 if __name__ == "__main__":
-    print(json.dumps(_worker()))
+    if sys.argv[1:2] == ["--process"]:
+        print(json.dumps(_process_worker(int(sys.argv[2]), int(sys.argv[3]))))
+    else:
+        print(json.dumps(_worker()))
