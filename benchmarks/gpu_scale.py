@@ -6,8 +6,8 @@
 Phases (each prints a timestamped line; the report is rewritten after every phase, so a run cut
 short still leaves what it measured):
 1. the devices, and each GPU's HBM bandwidth measured by a copy (read + write of a large array);
-2. how many layers fit: the GPUs' memory less a reserve per GPU (activations, KV cache, the dense
-   MoE's dequantised expert weights, XLA workspace), at most 64 (`--layers N` to choose);
+2. how many layers fit: the GPUs' memory less a reserve per GPU (activations, KV cache,
+   dequantised temporaries, XLA workspace; `--reserve-gib`), at most 64 (`--layers N` to choose);
 3. a release-layout checkpoint (`ckpt-0/tensorNNNNN_000` pickles, int8 matrices + bfloat16 scales,
    float32 embedding, norms and router) of full-width Grok-1 layers with random int8 weights. One
    layer is written; the other layers' files are hard links to it (identical layers time the same),
@@ -53,9 +53,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--prompt-len", type=int, default=None, help="prefill length (default 256; smoke 16)")
     parser.add_argument("--decode-steps", type=int, default=None, help="timed decode steps (default 32; smoke 8)")
-    parser.add_argument("--reserve-gib", type=float, default=None,
-                        help="GPU memory kept free per GPU when choosing the layer count (default: 6 GiB + "
-                             "1.2x one layer's dequantised bfloat16 expert weights / GPUs)")
+    parser.add_argument("--reserve-gib", type=float, default=8.0,
+                        help="GPU memory kept free per GPU when choosing the layer count (activations, KV cache, "
+                             "dequantised temporaries, XLA workspace)")
+    parser.add_argument("--dispatch", default=None,
+                        help="MoE dispatch (grok_mini.moe.DISPATCHES; default: the model's own, sparse)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, 4 simulated devices if no GPU")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
@@ -325,8 +327,7 @@ def main(args: argparse.Namespace) -> None:
     base = SMOKE if args.smoke else preset("grok-1")
     n = len(devices)
     per_layer = layer_bytes(base)
-    dequantised_layer = 2 * 3 * base.num_experts * base.emb_size * base.ffn_size  # bf16 expert stacks
-    reserve = args.reserve_gib * GiB if args.reserve_gib is not None else 6 * GiB + 1.2 * dequantised_layer / n
+    reserve = args.reserve_gib * GiB
     embedding = 4 * base.vocab_size * base.emb_size
     if args.layers != "auto":
         layers = int(args.layers)
@@ -376,6 +377,10 @@ def main(args: argparse.Namespace) -> None:
     in_use = [device_memory(d).get("bytes_in_use") for d in devices]
     if all(in_use):
         report.add("memory per device after load", f"{gb(min(in_use))} – {gb(max(in_use))}")
+    if args.dispatch:
+        model.set_attributes(dispatch=args.dispatch)
+    dispatch = model.decoder_layers[0].moe.dispatch
+    report.add("MoE dispatch", dispatch)
     total_bytes, active_bytes = weight_bytes_per_device(model, config)
     report.add("weights on device 0", gb(total_bytes), f"a token uses {gb(active_bytes)} of them (2 of 8 experts)")
 

@@ -163,8 +163,9 @@ def _train(args) -> None:
     else:
         model_config, config = _model_config(args), TrainConfig(**overrides)
     trainer, _ = prepare_run(out, corpus=args.corpus, model_config=model_config, config=config, resume=args.resume)
-    print(f"model: {model_config.num_params:,} parameters; training to step {config.steps} → {out}/")
-    trainer.run(run_dir=out, progress=not args.no_progress)
+    print(f"model: {model_config.num_params:,} parameters; training to step {args.until or config.steps} of "
+          f"{config.steps} → {out}/")
+    trainer.run(args.until, run_dir=out, progress=not args.no_progress)
     save_plots(trainer.history, out)
     history = trainer.history
     print(f"step {trainer.step}: held-out loss {history['heldout_loss'][0]:.3f} at step "
@@ -198,13 +199,31 @@ def _load_for_generation(args):
             config = GrokConfig.from_json(path / "config.json")
         if config is None:
             raise ConfigError(f"{path}: a release checkpoint needs --preset (e.g. grok-1) or --config JSON")
-        model = load_checkpoint(path, config, dtype=dtype or jnp.bfloat16, quantized=args.int8)
+        model = load_checkpoint(path, config, dtype=dtype or jnp.bfloat16, quantized=args.int8,
+                                mesh=_mesh(args.mesh, config))
         tokenizer = None
         if args.ids is None:
             local = args.tokenizer or (path / "tokenizer.model" if (path / "tokenizer.model").is_file() else None)
             tokenizer = load_tokenizer(local) if local else load_grok1_tokenizer()
         return model, tokenizer
     raise OSError(f"{path}: neither a training run (checkpoints/) nor a release checkpoint (ckpt-0/)")
+
+
+def _mesh(spec: str, config: GrokConfig):
+    """--mesh: None (one device), or a grok_mini.make_mesh over the visible devices."""
+    import jax
+
+    from grok_mini.sharding import make_mesh
+
+    if spec == "none" or (spec == "auto" and jax.device_count() == 1):
+        return None
+    if spec == "auto":
+        return make_mesh(config=config)
+    try:
+        data, expert, model = (int(n) for n in spec.split(","))
+    except ValueError:
+        raise ValueError(f"--mesh: expected DATA,EXPERT,MODEL (e.g. 1,1,8), 'auto' or 'none', got {spec!r}") from None
+    return make_mesh(data=data, expert=expert, model=model, config=config)
 
 
 def _generate(args) -> None:
@@ -307,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", help="a GrokConfig JSON file (instead of --preset)")
     train.add_argument("--out", default="runs/train", help="the run folder")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument("--until", type=int, help="stop at this step (the schedule still spans --steps); "
+                       "continue later with --resume")
     _add_training_arguments(train)
     train.set_defaults(run=_train)
 
@@ -329,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--dtype", choices=["float32", "bfloat16"],
                      help="activations (default: float32 for a training run, bfloat16 for a release checkpoint)")
     gen.add_argument("--int8", action="store_true", help="release checkpoints: keep the matrices int8 in memory")
+    gen.add_argument("--mesh", default="auto",
+                     help="release checkpoints: DATA,EXPERT,MODEL device counts, 'auto' (all devices on the model "
+                          "axis when there are several) or 'none' (one device)")
     gen.set_defaults(run=_generate)
 
     tokenize = commands.add_parser("tokenize", help="show the pieces and ids of a text")

@@ -67,6 +67,15 @@ def test_grok1_fits_tensor_parallel_up_to_its_eight_kv_heads():
         sharding.check_mesh(grok1, {"model": 16})
 
 
+@pytest.mark.parametrize("mesh, message", [("1,1,2", "model=2 = 2 devices, but 1 are visible"),
+                                           ("2x4", "--mesh: expected DATA,EXPERT,MODEL")])
+def test_cli_generate_refuses_a_mesh_it_cannot_build(capsys, mesh, message):
+    from grok_mini.cli import main
+
+    assert main(["generate", str(FIXTURE), "--ids", "5,6", "--max-new-tokens", "2", "--mesh", mesh]) == 1
+    assert message in capsys.readouterr().err
+
+
 # ---- the rules --------------------------------------------------------------------------------------
 
 def _param_shapes(config, param_dtype):
