@@ -24,6 +24,7 @@ Int8 expert weights stay int8: each expert's matmul dequantises block by block i
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -162,9 +163,11 @@ def _run_tiles(experts: Experts, tiles: jax.Array, tile_expert: jax.Array) -> ja
     A scan reads one expert's weights per tile, so a tile costs one [t, D] × [D, F] product per
     matrix and the weights of experts no tile points at are never read (what decode time is made of
     on a GPU). No skipping by lax.cond: under autodiff a cond would rebuild the whole [E, D, F]
-    weight gradient every tile, while a plain scan accumulates it in place.
+    weight gradient every tile, while a plain scan accumulates it in place. The checkpoint policy
+    keeps only the matmul outputs for the backward pass, not a copy of every tile's expert weights.
     """
 
+    @functools.partial(jax.checkpoint, policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable)
     def one_tile(carry, tile):
         rows, expert = tile
         return carry, _expert_ffn(experts, rows, expert)
@@ -177,9 +180,10 @@ def default_tile_rows() -> int:
 
     A GPU reads a [D, F] expert matrix in the time it multiplies it by ~150 rows (int8 weights, H100),
     so tiles of 256 rows cost little more than one row and decode reads each selected expert once.
-    A CPU is compute-bound at any tile size, so small tiles waste fewer padding rows.
+    A CPU is compute-bound at any tile size; 128 rows balance padding waste against per-tile overhead
+    (width 512, 4096 tokens: 128 and 256 equally fast, 32, 64 and 512 slower; benchmarks/RESULTS.md).
     """
-    return 64 if jax.default_backend() == "cpu" else 256
+    return 128 if jax.default_backend() == "cpu" else 256
 
 
 def sparse_moe(experts: Experts, x: jax.Array, gates: jax.Array, expert_ids: jax.Array, *,

@@ -1,0 +1,314 @@
+"""MoE dispatch, side by side: our sparse path against the dense reference and the official formulation.
+
+    python benchmarks/moe.py                      # CPU: toy width and Grok-1 width; last line is the speedup
+    python benchmarks/moe.py --toy-only           # CPU: toy width only (a few minutes)
+    python benchmarks/moe.py --gpu --out moe_gpu.md           # one GPU: a full-width Grok-1 MoE layer, int8
+    python benchmarks/moe.py --gpu --smoke --out /tmp/smoke.md  # the GPU mode at tiny sizes (runs on CPU)
+
+Every implementation runs in the same process on the same inputs; each timing is the median of
+several repeats after a warm-up (compilation excluded), with block_until_ready. On CPU the methods
+take turns within each repeat, so a busy machine slows them alike. Routing is uniform random
+(softmax over random logits, top-2), so every expert gets about N·k/E token copies.
+
+Methods (grok_mini/moe.py): sparse = `sparse_moe` (the model's default), ragged = `ragged_moe`
+(jax.lax.ragged_dot), dense = `dense_moe` (the reference: every expert on every token),
+official = `official_dense_moe` (the xai-org/grok-1 formulation: every token copy through every expert).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from grok_mini import GrokConfig, moe
+
+TOP_K = 2
+DISPATCH = {
+    "sparse": moe.sparse_moe,
+    "ragged": moe.ragged_moe,
+    "dense": lambda experts, x, gates, ids: moe.dense_moe(
+        experts, x, moe.gate_matrix(gates, ids, experts.linear.w[...].shape[0])),
+    "official": moe.official_dense_moe,
+}
+
+
+def experts_config(emb_size: int, ffn_size: int) -> GrokConfig:
+    """A config whose experts have width emb_size and hidden ffn_size (attention fields are unused)."""
+    config = GrokConfig(emb_size=emb_size, widening_factor=ffn_size * 1.5 / emb_size, key_size=emb_size // 8,
+                        num_q_heads=8, num_kv_heads=8, num_layers=1)
+    assert config.ffn_size == ffn_size, (config.ffn_size, ffn_size)
+    return config
+
+
+def float_experts(config: GrokConfig, dtype) -> moe.Experts:
+    return moe.Experts(config, dtype=dtype, param_dtype=dtype, rngs=nnx.Rngs(0))
+
+
+def int8_experts(config: GrokConfig, dtype=jnp.bfloat16) -> moe.Experts:
+    """Random int8 experts built without ever holding a float copy of the weights (Grok-1 width: 4.8 GB)."""
+    experts = nnx.eval_shape(lambda: moe.Experts(config, dtype=dtype, param_dtype=jnp.int8, rngs=nnx.Rngs(0)))
+    key = jax.random.key(0)
+    for linear in (experts.linear, experts.linear_v, experts.linear_1):
+        key, sub = jax.random.split(key)
+        w_shape, s_shape = linear.w.get_value().shape, linear.scales.get_value().shape
+        bits = jax.jit(functools.partial(jax.random.bits, shape=w_shape, dtype=jnp.uint8))(sub)
+        linear.w = nnx.Param(jax.lax.bitcast_convert_type(bits, jnp.int8))  # uniform in [-128, 127]
+        fan_in = w_shape[-2]
+        linear.scales = nnx.Param(jnp.full(s_shape, 1 / (74 * fan_in**0.5), jnp.bfloat16))  # outputs of unit size
+    return experts
+
+
+def inputs(num_tokens: int, config: GrokConfig, dtype):
+    kx, kr, kc = jax.random.split(jax.random.key(1), 3)
+    x = jax.random.normal(kx, (num_tokens, config.emb_size), dtype)
+    gates, ids = moe.route(jax.random.normal(kr, (num_tokens, config.num_experts)), TOP_K)
+    return x, gates, ids, jax.random.normal(kc, x.shape, dtype)
+
+
+def compiled(method: str, experts: moe.Experts, *, backward: bool = False, tile_rows: int | None = None):
+    """(jitted function of (state, x, gates, ids[, cotangent]), state): the module split once, so a call
+    costs only jax.jit's dispatch, not a walk over the module."""
+    graphdef, state = nnx.split(experts)
+    dispatch = DISPATCH[method]
+    if tile_rows is not None:
+        dispatch = functools.partial(dispatch, tile_rows=tile_rows)
+
+    def forward(state, x, gates, ids):
+        return dispatch(nnx.merge(graphdef, state), x, gates, ids)
+
+    if not backward:
+        return jax.jit(forward), state
+
+    def loss(state, x, gates, ids, cotangent):
+        return jnp.sum((forward(state, x, gates, ids) * cotangent).astype(jnp.float32))
+
+    return jax.jit(jax.grad(loss, argnums=(0, 1, 2))), state
+
+
+def run_timed(fn, args, calls: int) -> float:
+    """Seconds per call over `calls` back-to-back calls (async dispatch hides the Python overhead)."""
+    start = time.perf_counter()
+    for _ in range(calls):
+        out = fn(*args)
+    jax.block_until_ready(out)
+    return (time.perf_counter() - start) / calls
+
+
+def side_by_side(fns: dict, repeats: int, calls: int = 1) -> dict[str, float]:
+    """Median seconds per call of each fn (name → (fn, args)); the methods take turns in every repeat."""
+    for fn, args in fns.values():
+        jax.block_until_ready(fn(*args))  # warm-up: compile and run once
+    samples = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, (fn, args) in fns.items():
+            samples[name].append(run_timed(fn, args, calls))
+    return {name: statistics.median(times) for name, times in samples.items()}
+
+
+def log(*parts):
+    print(*parts, flush=True)
+
+
+# ---- CPU ----------------------------------------------------------------------------------------
+
+def cpu_toy_width(token_counts, repeats: int) -> float:
+    """Width 512, ffn 1024, float32: forward and forward+backward. Returns official/sparse at 4096 forward."""
+    config = experts_config(512, 1024)
+    experts = float_experts(config, jnp.float32)
+    log(f"\n## Toy width: D={config.emb_size}, F={config.ffn_size}, {config.num_experts} experts, top-{TOP_K}, "
+        f"float32, uniform random routing; median of {repeats} (ms)\n")
+    log("| tokens | pass | sparse | ragged | dense | official | dense / sparse | official / sparse |")
+    log("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    speedup = math.nan
+    for n in token_counts:
+        x, gates, ids, cotangent = inputs(n, config, jnp.float32)
+        for backward in (False, True):
+            methods = ["sparse", "dense", "official"] + ([] if backward else ["ragged"])
+            fns = {}
+            for method in methods:
+                fn, state = compiled(method, experts, backward=backward)
+                fns[method] = (fn, (state, x, gates, ids) + ((cotangent,) if backward else ()))
+            t = side_by_side(fns, repeats)
+            ragged = "n/a" if backward else f"{t['ragged'] * 1e3:.0f}"
+            log(f"| {n} | {'fwd+bwd' if backward else 'forward'} | {t['sparse'] * 1e3:.0f} | {ragged} | "
+                f"{t['dense'] * 1e3:.0f} | {t['official'] * 1e3:.0f} | {t['dense'] / t['sparse']:.1f}x | "
+                f"{t['official'] / t['sparse']:.1f}x |")
+            if n == 4096 and not backward:
+                speedup = t["official"] / t["sparse"]
+    log("\n(ragged forward only: on CPU jax.lax.ragged_dot is a dense masked product over all experts.)")
+    return speedup
+
+
+def available_memory_bytes() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def cpu_grok_width(token_counts, repeats: int):
+    """Full Grok-1 expert width, int8 weights (4.8 GB), bfloat16 activations, forward only."""
+    config = experts_config(6144, 32768)
+    log(f"\n## Grok-1 width: D={config.emb_size}, F={config.ffn_size}, {config.num_experts} experts, top-{TOP_K}, "
+        f"int8 weights, bfloat16 activations, forward; median of {repeats} (ms)\n")
+    # int8 weights 4.8 GB + one dequantised bf16 stack (3.2 GB) for dense/official at a time, plus margin
+    need = 12 * 2**30
+    if available_memory_bytes() < need:
+        log(f"skipped: needs about {need / 2**30:.0f} GiB of free memory, "
+            f"{available_memory_bytes() / 2**30:.1f} GiB available")
+        return
+    experts = int8_experts(config)
+    log("| tokens | sparse | dense | official | dense / sparse | official / sparse |")
+    log("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    for n in token_counts:
+        x, gates, ids, _ = inputs(n, config, jnp.bfloat16)
+        fns = {}
+        for method in ("sparse", "dense", "official"):
+            fn, state = compiled(method, experts)
+            fns[method] = (fn, (state, x, gates, ids))
+        t = side_by_side(fns, repeats)
+        log(f"| {n} | {t['sparse'] * 1e3:.0f} | {t['dense'] * 1e3:.0f} | {t['official'] * 1e3:.0f} | "
+            f"{t['dense'] / t['sparse']:.1f}x | {t['official'] / t['sparse']:.1f}x |")
+        del fns
+    log("\n(At a few tokens nearly every expert is chosen by some token, so the sparse path reads all"
+        " 8 experts too; what it saves is the official formulation's 8 copies of every product.)")
+
+
+def cpu_main(args):
+    log(f"# MoE dispatch on CPU: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
+        f"jax {jax.__version__}, backend {jax.default_backend()}, sparse tile_rows {moe.default_tile_rows()}")
+    speedup = cpu_toy_width([256, 1024, 4096], repeats=args.repeats)
+    if not args.toy_only:
+        cpu_grok_width([1, 8, 32], repeats=max(2, args.repeats - 1))
+    log("\nforward, 4096 tokens, width 512, ffn 1024, 8 experts, top-2, float32: official formulation / sparse")
+    log(f"speedup_vs_official_dense: {speedup:.2f}")
+
+
+# ---- GPU ----------------------------------------------------------------------------------------
+
+def copy_bandwidth(num_bytes: int, calls: int, repeats: int) -> float:
+    """Bytes/s of a large device-to-device copy (x + 1: every byte read once and written once)."""
+    x = jnp.zeros((num_bytes // 4,), jnp.float32)
+    seconds = side_by_side({"copy": (jax.jit(lambda a: a + 1), (x,))}, repeats, calls)["copy"]
+    return 2 * num_bytes / seconds
+
+
+def matmul_rate(n: int, calls: int, repeats: int) -> float:
+    """FLOP/s of an n×n×n bfloat16 matmul."""
+    ka, kb = jax.random.split(jax.random.key(2))
+    a, b = (jax.random.normal(k, (n, n), jnp.bfloat16) for k in (ka, kb))
+    seconds = side_by_side({"matmul": (jax.jit(lambda a, b: a @ b), (a, b))}, repeats, calls)["matmul"]
+    return 2 * n**3 / seconds
+
+
+def expert_bytes(experts: moe.Experts) -> int:
+    """Bytes one expert's weights occupy: int8 w and bfloat16 scales of linear, linear_v, linear_1."""
+    total = 0
+    for linear in (experts.linear, experts.linear_v, experts.linear_1):
+        w, s = linear.w[...], linear.scales[...]
+        total += (w.size * w.dtype.itemsize + s.size * s.dtype.itemsize) // w.shape[0]
+    return total
+
+
+def gpu_main(args):
+    smoke = args.smoke
+    width, ffn = (64, 128) if smoke else (6144, 32768)
+    prefill, decode = (64, [1, 8]) if smoke else (2048, [1, 8, 32, 64])
+    copy_mb, matmul_n = (16, 256) if smoke else (4096, 8192)
+    device = jax.devices()[0]
+    lines = [f"# MoE dispatch on {device.device_kind} ({jax.default_backend()}), jax {jax.__version__}"
+             + (" (smoke test: tiny sizes)" if smoke else ""), ""]
+
+    def emit(line=""):
+        lines.append(line)
+        log(line)
+        if args.out:  # rewritten after every row, so a run cut short still leaves its table
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text("\n".join(lines) + "\n")
+
+    bandwidth = copy_bandwidth(copy_mb * 2**20, calls=10, repeats=5)
+    flops_peak = matmul_rate(matmul_n, calls=5, repeats=5)
+    emit(f"Measured: copy bandwidth {bandwidth / 1e9:.0f} GB/s (x + 1 on {copy_mb} MiB, read + write); "
+         f"bfloat16 matmul {flops_peak / 1e12:.0f} TFLOP/s ({matmul_n}³).")
+    config = experts_config(width, ffn)
+    experts = int8_experts(config)
+    per_expert = expert_bytes(experts)
+    emit(f"One MoE layer: D={width}, F={ffn}, {config.num_experts} experts, top-{TOP_K}, int8 weights "
+         f"({per_expert / 1e6:.0f} MB an expert with scales), bfloat16 activations, uniform random routing; "
+         f"sparse tile_rows {moe.default_tile_rows()} unless named.")
+    emit("")
+    emit("bound = the selected experts' int8 weights + scales read once at the measured copy bandwidth; "
+         "FLOPs = the needed 2·N·k·3·D·F (the official formulation does 8 times as many).")
+    emit("")
+    emit("| case | tokens | method | ms | experts read | needed GB/s | % copy BW | × bound | TFLOP/s | "
+         "% matmul | official / this |")
+    emit("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+
+    verdicts = []
+    for case, n in [("prefill", prefill)] + [("decode", d) for d in decode]:
+        x, gates, ids, _ = inputs(n, config, jnp.bfloat16)
+        selected = len(set(jax.device_get(ids).reshape(-1).tolist()))
+        needed_bytes = selected * per_expert
+        flops = 2 * n * TOP_K * 3 * width * ffn
+        variants = [("sparse", None), ("dense", None), ("official", None)]
+        if case == "prefill":
+            variants += [("sparse", 128), ("sparse", 512), ("ragged", None)]
+        elif n == decode[-1]:
+            variants += [("ragged", None)]
+        calls = 3 if case == "prefill" else 20
+        times = {}
+        for method, tile in variants:
+            name = method if tile is None else f"{method} (tile_rows {tile})"
+            try:
+                fn, state = compiled(method, experts, tile_rows=tile)
+                times[name] = side_by_side({name: (fn, (state, x, gates, ids))}, repeats=5, calls=calls)[name]
+            except Exception as error:  # one path failing (e.g. out of memory) must not lose the others
+                times[name] = None
+                emit(f"| {case} | {n} | {name} | failed: {type(error).__name__}: {str(error)[:120]} |")
+        for name, seconds in times.items():
+            if seconds is None:
+                continue
+            official = times.get("official")
+            ratio = f"{official / seconds:.1f}x" if official else "n/a"
+            emit(f"| {case} | {n} | {name} | {seconds * 1e3:.3f} | {selected} | {needed_bytes / seconds / 1e9:.0f} | "
+                 f"{100 * needed_bytes / seconds / bandwidth:.0f}% | {seconds * bandwidth / needed_bytes:.2f} | "
+                 f"{flops / seconds / 1e12:.1f} | {100 * flops / seconds / flops_peak:.1f}% | {ratio} |")
+        if case == "decode" and times.get("sparse"):
+            over = times["sparse"] * bandwidth / needed_bytes
+            verdicts.append(f"- decode {n} tokens: sparse at {over:.2f}× the bandwidth bound for the "
+                            f"{selected} experts it must read: {'within' if over <= 2 else 'NOT within'} 2x")
+    emit("")
+    for verdict in verdicts:
+        emit(verdict)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--gpu", action="store_true", help="one full-width Grok-1 MoE layer on the default device")
+    parser.add_argument("--smoke", action="store_true", help="with --gpu: tiny sizes, to check the script anywhere")
+    parser.add_argument("--out", help="with --gpu: also write the markdown table to this file")
+    parser.add_argument("--toy-only", action="store_true", help="CPU: skip the Grok-1 width section")
+    parser.add_argument("--repeats", type=int, default=3, help="CPU: timed repeats per method (default 3)")
+    args = parser.parse_args(argv)
+    if args.gpu:
+        gpu_main(args)
+    else:
+        cpu_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
