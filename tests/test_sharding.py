@@ -283,8 +283,8 @@ def test_loading_on_a_mesh_the_model_cannot_split_is_refused(eight_devices):
 # ---- two processes (jax.distributed), 4 devices each: one model split 8 ways across them --------------
 
 def _process_worker(process_id: int, port: int) -> dict:
-    """One of two processes: load the fixture on a model=8 mesh spanning both, run it, and report
-    which slices of layer 0's expert down projection this process asked the files for."""
+    """One of two processes: load the fixture on a model=8 mesh spanning both, run it (logits and
+    greedy generation), and report which slices of layer 0's expert down projection it asked for."""
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=process_id)
     from grok_mini import load_checkpoint
@@ -310,11 +310,14 @@ def _process_worker(process_id: int, port: int) -> dict:
     logits_of = jax.jit(lambda state, tokens: nnx.merge(graphdef, state)(tokens),
                         out_shardings=jax.sharding.NamedSharding(mesh, P()))
     logits = np.asarray(logits_of(state, tokens).addressable_data(0))
-    return {"error": relative_error(logits, reference["logits"]), "asked": asked,
+    from grok_mini import generate
+
+    greedy = generate(model, reference["tokens"][0], len(reference["greedy"])).tolist()
+    return {"error": relative_error(logits, reference["logits"]), "asked": asked, "greedy": greedy,
             "local_devices": len(jax.local_devices()), "devices": len(jax.devices())}
 
 
-def test_two_processes_each_read_only_their_own_slices_and_agree_with_the_official_logits():
+def test_two_processes_each_read_only_their_own_slices_and_agree_with_the_official_model(reference):
     import socket
 
     with socket.socket() as probe:
@@ -332,6 +335,7 @@ def test_two_processes_each_read_only_their_own_slices_and_agree_with_the_offici
     for i, result in enumerate(results):
         assert (result["local_devices"], result["devices"]) == (4, 8)
         assert result["error"] < F32_BOUND, result
+        assert result["greedy"] == reference["greedy"].tolist()  # generate() as is, across two processes
         # linear_1 [E=8, F=176, D=128] is split by rows over model=8: 22 rows a device, and process i
         # drives devices 4i … 4i+3, so it asked for rows 88i … 88i+87 and nothing else.
         rows = sorted(tuple(index[1]) for index in result["asked"])
