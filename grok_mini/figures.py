@@ -309,3 +309,19 @@ def _balance_sweep():
     sweep = viz.balance_sweep(logits[0].reshape(-1, logits.shape[-1]).astype(np.float64), favoured=3,
                               strengths=np.linspace(0, 6, 25))
     return viz.plot_balance_sweep(sweep)
+
+
+# ==== 06 the full model =============================================================================
+
+
+@figure("06_forward_statistics", "One forward pass of an untrained 8-layer toy Grok: residual-stream RMS, router "
+        "and attention entropy per layer, and the log-probability of each actual next token.")
+def _forward_statistics():
+    import numpy as np
+
+    from grok_mini import viz
+
+    tokenizer, _, heldout_text = _toy_tokenizer_and_text()
+    tokens = np.array(tokenizer.encode(heldout_text)[: 4 * 64]).reshape(4, 64)  # notebook 06 uses the same
+    stats = viz.forward_statistics(_toy_model(num_layers=8), tokens)
+    return viz.plot_forward_statistics(stats, title="An untrained 8-layer toy Grok: one forward pass, layer by layer")

@@ -40,6 +40,8 @@ __all__ = [
     # 05 expert routing
     "record_router_logits", "load_balance_stats", "plot_router_probs", "plot_expert_load", "balance_sweep",
     "plot_balance_sweep",
+    # 06 the full model
+    "forward_statistics", "plot_forward_statistics",
 ]
 
 # ==== shared style ==================================================================================
@@ -841,4 +843,114 @@ def plot_balance_sweep(sweep: dict[str, np.ndarray], *, num_selected: int = 2) -
     ax.set_title("the two router losses", fontsize=10)
     fig.suptitle("One expert pulling ahead: the load collapses onto it, the balance loss rises towards E/k",
                  fontweight="bold")
+    return fig
+
+
+# ==== 06 the full model ==============================================================================
+
+
+def forward_statistics(model, tokens) -> dict[str, np.ndarray]:
+    """One forward pass of `model` on `tokens` [B, T] (no padding), with activation statistics per layer.
+
+    From what the model records (`record_residual`, `record_router`, `record_attention`):
+    residual_rms [L + 1, B, T] (index 0: the embedding × multiplier, then after each layer),
+    router_entropy [L, B, T] (entropy of the router softmax / log E), top_gates [L, B, T, k],
+    attention_entropy [L, H] (per query head: entropy of a query's weights / log of its visible keys,
+    averaged over the queries that see at least 2 keys), logits [B, T, V] and
+    next_token_logprob [B, T - 1] (log-probability the model gives each actual next token).
+    """
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    tokens = np.asarray(tokens)
+    config = model.config
+    model.set_attributes(record_residual=True, record_router=True, record_attention=True)
+    logits = np.asarray(_jitted_forward()(model, jnp.asarray(tokens)), np.float32)
+    model.set_attributes(record_residual=False, record_router=False, record_attention=False)
+    layers = nnx.state(model, nnx.Intermediate)["decoder_layers"]
+    count = len(model.decoder_layers)
+
+    def recorded(i, *path):
+        node = layers[i]
+        for key in path:
+            node = node[key]
+        return np.asarray(node[...], np.float64)
+
+    embedded = np.asarray(model.in_out_embed[...], np.float64)[tokens] * config.embedding_multiplier_scale
+    residual = [np.sqrt(np.mean(embedded**2, axis=-1))] + [recorded(i, "residual_rms") for i in range(count)]
+    router_logits = np.stack([recorded(i, "moe", "router_logits") for i in range(count)])  # [L, B, T, E]
+    probs = np.asarray(jax.nn.softmax(router_logits, axis=-1), np.float64)
+    router_entropy = -(probs * np.log(np.maximum(probs, 1e-30))).sum(-1) / np.log(config.num_experts)
+    top_gates = -np.sort(-probs, axis=-1)[..., : config.num_selected_experts]
+
+    weights = np.stack([recorded(i, "multi_head_attention", "attention_weights") for i in range(count)])
+    l, b, kv, g, t, s = weights.shape
+    weights = weights.reshape(l, b, kv * g, t, s)  # query head h = kv·G + g
+    visible = np.arange(s)[None, :] <= np.arange(t)[:, None]  # causal, no padding: query i sees keys 0..i
+    entropy = -(weights * np.log(np.maximum(weights, 1e-30))).sum(-1)  # [L, B, H, T]
+    keys = visible.sum(-1)  # [T]
+    normalised = entropy[..., keys >= 2] / np.log(keys[keys >= 2])
+    log_probs = np.asarray(jax.nn.log_softmax(logits[:, :-1], axis=-1))
+    next_logprob = np.take_along_axis(log_probs, tokens[:, 1:, None], axis=-1)[..., 0]
+    return {"residual_rms": np.stack(residual), "router_entropy": router_entropy, "top_gates": top_gates,
+            "attention_entropy": normalised.mean(axis=(1, 3)), "logits": logits, "next_token_logprob": next_logprob}
+
+
+@_styled
+def plot_forward_statistics(stats: dict[str, np.ndarray], *, title: str | None = None) -> Figure:
+    """Four panels from `forward_statistics`: residual RMS, router entropy, attention entropy, next-token log-probs."""
+    fig, axes = _figure(ncols=2, nrows=2, width=11.0, height=7.2)
+    residual = stats["residual_rms"].reshape(stats["residual_rms"].shape[0], -1)
+    layers = np.arange(residual.shape[0])
+    ax = axes[0, 0]
+    low, median, high = np.percentile(residual, [5, 50, 95], axis=1)
+    ax.fill_between(layers, low, high, color=BLUE, alpha=0.2, label="5–95 % of tokens")
+    ax.plot(layers, median, "o-", color=BLUE, label="median token")
+    ax.plot(layers, np.sqrt(1 + 2 * layers), ":", color=GREY, label="√(1 + 2·layer): unit-RMS uncorrelated adds")
+    ax.set_xlabel("layer (0 = the embedding × √d)")
+    ax.set_ylabel("RMS of the residual stream")
+    ax.set_title("residual stream: each layer adds two normalised updates", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left")
+
+    ax = axes[0, 1]
+    entropy = stats["router_entropy"].reshape(stats["router_entropy"].shape[0], -1)
+    gates = stats["top_gates"].reshape(stats["top_gates"].shape[0], -1, stats["top_gates"].shape[-1])
+    moe_layers = np.arange(entropy.shape[0])
+    low, median, high = np.percentile(entropy, [5, 50, 95], axis=1)
+    ax.fill_between(moe_layers, low, high, color=GREEN, alpha=0.2, label="router entropy, 5–95 %")
+    ax.plot(moe_layers, median, "o-", color=GREEN, label="router entropy / log E, median")
+    ax.plot(moe_layers, gates[..., 0].mean(1), "s--", color=RED, label="mean top-1 gate")
+    ax.plot(moe_layers, gates.sum(-1).mean(1), "^--", color=ORANGE, label="mean top-1 + top-2 gates")
+    ax.axhline(1.0, color=GREY, linestyle=":", linewidth=1)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("value")
+    ax.set_title("router: how sure is it about each token?", fontsize=10)
+    ax.legend(fontsize=8, loc="lower left")
+
+    ax = axes[1, 0]
+    attention = stats["attention_entropy"]
+    image = ax.imshow(attention.T, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    for (i, h), value in np.ndenumerate(attention):
+        ax.text(i, h, f"{value:.2f}", ha="center", va="center", fontsize=7, color="white" if value < 0.6 else "black")
+    ax.set_xticks(range(attention.shape[0]))
+    ax.set_yticks(range(attention.shape[1]))
+    ax.set_xlabel("layer")
+    ax.set_ylabel("query head")
+    ax.grid(False)
+    fig.colorbar(image, ax=ax, shrink=0.9, label="entropy / log(visible keys)")
+    ax.set_title("attention: 1 = spread evenly, 0 = one key", fontsize=10)
+
+    ax = axes[1, 1]
+    logprob = stats["next_token_logprob"].reshape(-1)
+    vocab = stats["logits"].shape[-1]
+    ax.hist(logprob, bins=40, color=PURPLE, alpha=0.8)
+    ax.axvline(-np.log(vocab), color=RED, linestyle="--", label=f"uniform guess: −log {vocab:,} = {-np.log(vocab):.2f}")
+    ax.axvline(logprob.mean(), color=BLUE, label=f"mean = −loss = {logprob.mean():.2f}")
+    ax.set_xlabel("log-probability of the actual next token")
+    ax.set_ylabel("positions")
+    ax.set_title("output: how well does it predict the text?", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.suptitle(title or "One forward pass, layer by layer", fontweight="bold")
     return fig

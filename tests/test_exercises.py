@@ -3,6 +3,7 @@ plausible wrong answers with a hint that names the mistake."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from grok_mini.exercises import ExerciseFailed, attention, embeddings, rope, routing, scale, tokenization
+from grok_mini.exercises import ExerciseFailed, attention, embeddings, full_model, rope, routing, scale, tokenization
 from grok_mini.layers import MultiHeadAttention, rotary_embedding
 from tests.conftest import TINY
 
@@ -28,8 +29,24 @@ def solution(name: str):
 
 
 SCALE, EMBEDDINGS, ROPE, ATTENTION = (solution(n) for n in ("scale", "embeddings", "rope", "attention"))
+FULL_MODEL = solution("full_model")
 ROUTING = solution("routing")
 TOKENIZATION = solution("tokenization")
+
+
+@functools.cache
+def _tiny_model():
+    from grok_mini import Grok
+
+    model = Grok(TINY, dtype=jnp.float32, rngs=nnx.Rngs(0))
+    model.set_attributes(dispatch="dense")  # the same function, and faster to compile than the sparse dispatch
+    return model
+
+
+def _check_decoder_layer(decoder_layer):
+    """The decoder-layer checker on a tiny float32 Grok (the notebook passes its own model)."""
+    return full_model.check_decoder_layer(decoder_layer, _tiny_model())
+
 
 # (checker, reference solution) for every exercise in the notebooks.
 CHECKS = {
@@ -45,6 +62,8 @@ CHECKS = {
     "decode_pieces": (tokenization.check_decode_pieces, TOKENIZATION.decode_pieces),
     "top2_route": (routing.check_top2_route, ROUTING.top2_route),
     "balance_loss": (routing.check_balance_loss, ROUTING.balance_loss),
+    "decoder_layer": (_check_decoder_layer, FULL_MODEL.decoder_layer),
+    "normalized_entropy": (full_model.check_normalized_entropy, FULL_MODEL.normalized_entropy),
 }
 
 
@@ -203,6 +222,26 @@ def _balance_of_loads_squared(logits, num_selected):
     return e * jnp.sum(f * f)
 
 
+def _layer_without_post_norms(layer, h, positions, key_mask):
+    attended, _ = layer.multi_head_attention(layer.rms_norm(h), positions, key_mask)
+    h = h + attended
+    return h + layer.moe(layer.rms_norm_2(h))
+
+
+def _layer_normalising_the_sum(layer, h, positions, key_mask):
+    attended, _ = layer.multi_head_attention(layer.rms_norm(h), positions, key_mask)
+    h = layer.rms_norm_1(h + attended)
+    return layer.rms_norm_3(h + layer.moe(layer.rms_norm_2(h)))
+
+
+def _entropy_in_nats(probs):
+    return jax.scipy.special.entr(probs).sum(-1)
+
+
+def _entropy_with_nan(probs):
+    return -(probs * jnp.log(probs)).sum(-1) / jnp.log(probs.shape[-1])
+
+
 # (exercise, wrong answer, words the message must contain)
 WRONG = [
     ("count_params", _untied_count, "counted the embedding twice"),
@@ -236,6 +275,10 @@ WRONG = [
     ("balance_loss", _balance_not_divided_by_k, "N·k"),
     ("balance_loss", _balance_without_e, "number of experts E"),
     ("balance_loss", _balance_of_loads_squared, "mean router \\*probability\\*"),
+    ("decoder_layer", _layer_without_post_norms, "sandwich"),
+    ("decoder_layer", _layer_normalising_the_sum, "post-LN"),
+    ("normalized_entropy", _entropy_in_nats, "divide by log E"),
+    ("normalized_entropy", _entropy_with_nan, "0 · log 0"),
 ]
 
 
