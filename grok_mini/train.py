@@ -16,10 +16,12 @@ continues the exact loss trajectory of an uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
 import time
+import types
 from collections.abc import Callable
 from pathlib import Path
 
@@ -120,11 +122,9 @@ def router_z_loss(router_logits: jax.Array, mask: jax.Array | None = None) -> ja
 
 def router_losses(intermediates: nnx.State, num_selected: int, mask: jax.Array | None = None):
     """Per-layer (balance [L], z [L], load [L, E]) from the `router_logits` a forward pass recorded."""
-    logits = [value for path, value in nnx.to_flat_state(intermediates) if "router_logits" in path]
+    logits = [variable.get_value() for path, variable in nnx.to_flat_state(intermediates) if "router_logits" in path]
     if not logits:
         raise ValueError("no router_logits were recorded: call model.set_attributes(record_router=True) first")
-    logits = [getattr(v, "value", v) for v in logits]
-    logits = [v[0] if isinstance(v, tuple) else v for v in logits]
     balance = jnp.stack([balance_loss(z, num_selected, mask) for z in logits])
     z_loss = jnp.stack([router_z_loss(z, mask) for z in logits])
     load = jnp.stack([expert_load(z, num_selected, mask) for z in logits])
@@ -135,6 +135,15 @@ def router_losses(intermediates: nnx.State, num_selected: int, mask: jax.Array |
 
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     """Clip the global gradient norm, then AdamW with linear warmup and cosine decay."""
+    fields = ("steps", "learning_rate", "warmup_steps", "final_lr_fraction", "weight_decay", "b1", "b2", "grad_clip")
+    return _optimizer(**{name: getattr(config, name) for name in fields})
+
+
+@functools.lru_cache(maxsize=16)
+def _optimizer(**settings) -> optax.GradientTransformation:
+    # One object for equal settings: the optimizer is part of what nnx.jit compiles for, so a new
+    # but equal one would compile the training step again.
+    config = types.SimpleNamespace(**settings)
     schedule = optax.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=config.learning_rate, warmup_steps=config.warmup_steps,
         decay_steps=max(config.steps, config.warmup_steps + 1),
@@ -203,7 +212,6 @@ class Trainer:
                                  "does the tokenizer's vocabulary match the model's vocab_size?")
         sample_windows(self.train_tokens, 1, config.seq_len, seed=0, step=0)  # fails early if the text is too short
         self.model = Grok(model_config, dtype=dtype, rngs=nnx.Rngs(config.seed))
-        self.model.set_attributes(record_router=True)
         self.optimizer = nnx.Optimizer(self.model, make_optimizer(config), wrt=nnx.Param)
         self.step = 0
         self.history = _empty_history()
@@ -234,7 +242,11 @@ class Trainer:
         """One optimiser step on the batch of the current step; returns its metrics as Python numbers."""
         start = time.perf_counter()
         coefs = jnp.float32(self.config.balance_coef), jnp.float32(self.config.z_coef)  # traced: no recompiles
-        metrics = _train_step(self.model, self.optimizer, jnp.asarray(self.batch(self.step)), *coefs)
+        self.model.set_attributes(record_router=True)  # the router losses need the logits of every layer
+        try:
+            metrics = _train_step(self.model, self.optimizer, jnp.asarray(self.batch(self.step)), *coefs)
+        finally:
+            self.model.set_attributes(record_router=False)
         metrics = jax.device_get(metrics)
         if self.step > 0 and self.history["step"]:  # the first step of a process compiles: not timed
             self.seconds += time.perf_counter() - start
@@ -295,8 +307,8 @@ class Trainer:
         write_run_files(run_dir, self.model_config, self.config)
         meta = dict(step=self.step, seed=self.config.seed, data_position=self.step,
                     data_fingerprint=self.data_fingerprint, history=self.history)
-        items = dict(params=ocp.args.StandardSave(nnx.state(self.model, nnx.Param).to_pure_dict()),
-                     optimizer=ocp.args.StandardSave(nnx.state(self.optimizer).to_pure_dict()),
+        items = dict(params=ocp.args.StandardSave(nnx.to_pure_dict(nnx.state(self.model, nnx.Param))),
+                     optimizer=ocp.args.StandardSave(nnx.to_pure_dict(nnx.state(self.optimizer))),
                      meta=ocp.args.JsonSave(meta))
         with _manager(run_dir) as manager:
             manager.save(self.step, args=ocp.args.Composite(**items), force=True)
@@ -335,7 +347,7 @@ class Trainer:
 
 def _abstract(state: nnx.State) -> dict:
     return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)),
-                                  state.to_pure_dict())
+                                  nnx.to_pure_dict(state))
 
 
 def _update(obj, wanted, pure: dict) -> None:
