@@ -81,7 +81,7 @@ def gallery_markdown(prefix: str = "figures/") -> str:
 
 @functools.cache
 def _toy_model(num_layers: int | None = None):
-    """The notebooks' toy Grok: preset 'toy', float32, nnx.Rngs(0) (num_layers overrides its depth)."""
+    """The notebooks' toy Grok: preset 'toy', float32, nnx.Rngs(0), dense MoE (num_layers overrides its depth)."""
     import jax.numpy as jnp
     from flax import nnx
 
@@ -90,7 +90,9 @@ def _toy_model(num_layers: int | None = None):
     config = preset("toy")
     if num_layers is not None:
         config = dataclasses.replace(config, num_layers=num_layers)
-    return Grok(config, dtype=jnp.float32, rngs=nnx.Rngs(0))
+    model = Grok(config, dtype=jnp.float32, rngs=nnx.Rngs(0))
+    model.set_attributes(dispatch="dense")  # as the notebooks do: same numbers, compiles faster on a CPU
+    return model
 
 
 # A prompt of 12 ids right-padded with 4 pad tokens (id 0); notebook 04 uses the same.
@@ -169,12 +171,12 @@ def _rmsnorm_eps():
 SANDWICH_TOKENS = [list(range(5, 37))]  # 32 ids, no padding
 
 
-@figure("02_sandwich_residual", "Residual-stream RMS per layer of an 8-layer toy Grok: with the post-norms, "
+@figure("02_sandwich_residual", "Residual-stream RMS per layer of the 4-layer toy Grok: with the post-norms, "
         "scaling the sublayers' output weights ×10 changes nothing.")
 def _sandwich_residual():
     from grok_mini import viz
 
-    curves, expected = viz.sandwich_experiment(_toy_model(num_layers=8), SANDWICH_TOKENS)
+    curves, expected = viz.sandwich_experiment(_toy_model(), SANDWICH_TOKENS)
     return viz.plot_sandwich_residual(curves, expected=expected)
 
 

@@ -244,7 +244,7 @@ def sandwich_experiment(model, tokens, gain: float = 10.0) -> tuple[dict[str, np
 @_styled
 def plot_sandwich_residual(curves: dict[str, np.ndarray], *, expected: np.ndarray | None = None) -> Figure:
     """Residual RMS per layer for labelled variants; labels containing 'pre-norm only' are dashed."""
-    fig, [[ax]] = _figure(width=7.5, height=4.2)
+    fig, [[ax]] = _figure(width=7.5, height=4.8)
     colours = [BLUE, SKY, RED, ORANGE, GREEN, PURPLE]
     for (label, values), colour in zip(curves.items(), colours, strict=False):
         style = "--" if "pre-norm only" in label else "-"
@@ -258,7 +258,7 @@ def plot_sandwich_residual(curves: dict[str, np.ndarray], *, expected: np.ndarra
     ax.set_xlabel("layer (0 = after the embedding ×√d)")
     ax.set_ylabel("RMS of the residual stream")
     ax.set_title("With post-norms, the residual ignores the scale of the sublayers' weights")
-    ax.legend(fontsize=8, loc="center right")
+    fig.legend(fontsize=8, loc="outside lower center", ncols=2)
     return fig
 
 
@@ -406,7 +406,7 @@ def _jitted_forward():
 def record_attention(model, tokens) -> np.ndarray:
     """Attention weights of every layer for `tokens` [B, T]: [L, B, KV, G, T, S] (query head = kv·G + g).
 
-    Uses the model's own recording switch (`record_attention`) and reads nnx.Intermediate state.
+    Uses the model's own recording switch (`record_attention`) and takes the nnx.Intermediate state out.
     """
     import jax.numpy as jnp
     from flax import nnx
@@ -414,8 +414,9 @@ def record_attention(model, tokens) -> np.ndarray:
     model.set_attributes(record_attention=True)
     _jitted_forward()(model, jnp.asarray(tokens))
     model.set_attributes(record_attention=False)
-    state = nnx.state(model, nnx.Intermediate)
-    layers = state["decoder_layers"]
+    # pop, not just read: left in the model, the recorded arrays would change its structure and make the
+    # next compiled call on it compile again.
+    layers = nnx.pop(model, nnx.Intermediate)["decoder_layers"]
     return np.stack([np.asarray(layers[i]["multi_head_attention"]["attention_weights"][...], np.float32)
                      for i in range(len(model.decoder_layers))])
 

@@ -26,6 +26,9 @@ from grok_mini.train import (
 from tests.conftest import TINY as TINY97
 
 E, K = 8, 2
+balance_loss = jax.jit(balance_loss, static_argnums=1)  # compiled: op-by-op dispatch is slow on CPU
+router_z_loss = jax.jit(router_z_loss)
+expert_load = jax.jit(expert_load, static_argnums=1)
 TINY = dataclasses.replace(TINY97, vocab_size=512)  # a power of two, for the tokenizer of the CLI test
 # Every run here has the same optimiser settings and shapes, so the training step compiles once;
 # runs stop early with run(until) rather than changing `steps` (which changes the schedule).
@@ -62,7 +65,7 @@ def test_balance_loss_grows_as_routing_collapses_onto_one_expert():
 
 def test_balance_loss_gradient_pushes_probability_off_the_overloaded_expert():
     logits = jnp.asarray(np.random.default_rng(1).normal(size=(128, E)), jnp.float32).at[:, 3].add(2.0)
-    grad = jax.grad(lambda z: balance_loss(z, K))(logits)
+    grad = jax.jit(jax.grad(lambda z: balance_loss(z, K)))(logits)
     assert float(grad[:, 3].mean()) > 0 > float(jnp.delete(grad, 3, axis=1).mean())
     assert float(balance_loss(logits - 1.0 * grad * 128, K)) < float(balance_loss(logits, K))
 
@@ -86,17 +89,9 @@ def test_expert_load_counts_the_top_k_assignments():
     np.testing.assert_allclose(expert_load(logits, K), [0.25, 0.5, 0.25, 0, 0, 0, 0, 0])
 
 
-def test_router_losses_read_every_layer(tokens):
+def test_router_losses_need_recorded_logits():
     from flax import nnx
 
-    from grok_mini import Grok
-
-    model = Grok(TINY, dtype=jnp.float32)
-    model.set_attributes(record_router=True)
-    nnx.jit(lambda m, x: m(x))(model, jnp.asarray(tokens[0][:32].reshape(2, 16)))
-    balance, z, load = router_losses(nnx.pop(model, nnx.Intermediate), TINY.num_selected_experts)
-    assert balance.shape == z.shape == (TINY.num_layers,) and load.shape == (TINY.num_layers, TINY.num_experts)
-    np.testing.assert_allclose(load.sum(-1), 1.0, rtol=1e-6)
     with pytest.raises(ValueError, match="record_router=True"):
         router_losses(nnx.State({}), 2)
 
@@ -154,7 +149,9 @@ def test_training_lowers_the_heldout_loss(tokens):
     first, last = trainer.history["heldout_loss"][0], trainer.history["heldout_loss"][-1]
     assert last < 0.7 * first, (first, last)
     assert len(trainer.history["expert_load"]) == 40
-    assert np.asarray(trainer.history["expert_load"]).shape == (40, TINY.num_layers, TINY.num_experts)
+    load = np.asarray(trainer.history["expert_load"])  # every step, every layer, every expert
+    assert load.shape == (40, TINY.num_layers, TINY.num_experts)
+    np.testing.assert_allclose(load.sum(-1), 1.0, atol=1e-4)
 
 
 @pytest.mark.parametrize("field, value", [("steps", 0), ("learning_rate", 0.0), ("balance_coef", -1.0),
