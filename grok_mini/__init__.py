@@ -2,10 +2,12 @@
 
 from grok_mini.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from grok_mini.config import PRESETS, ConfigError, GrokConfig, preset
-from grok_mini.generate import generate
+from grok_mini.generate import generate, stream
 from grok_mini.model import Grok
 from grok_mini.sharding import MeshError, make_mesh
+from grok_mini.tokenizer import Tokenizer, load_grok1_tokenizer, load_tokenizer, train_tokenizer
 
 __all__ = ["GrokConfig", "ConfigError", "PRESETS", "preset", "Grok", "CheckpointError", "load_checkpoint",
-           "save_checkpoint", "generate", "make_mesh", "MeshError"]
+           "save_checkpoint", "generate", "stream", "make_mesh", "MeshError", "Tokenizer", "load_grok1_tokenizer",
+           "load_tokenizer", "train_tokenizer"]
 __version__ = "0.1.0"
