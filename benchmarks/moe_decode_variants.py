@@ -1,0 +1,97 @@
+"""Decode-time MoE on a GPU: how close to the bandwidth bound does each way of reading one expert's int8 weights get?
+
+One Grok-1 MoE layer (D=6144, F=32768, 8 experts, int8 weights + bf16 scales), N tokens decoded,
+each token's k=2 copies run as tiles of one row through their expert (as sparse_moe does):
+- dynamic: index the [E, D, F] stack with the traced expert id (what sparse_moe does today);
+- switch:  lax.switch over E branches, each with a static slice w[e] (only the taken branch runs).
+Prints ms per call and the ratio to the bound (selected experts' bytes / measured copy bandwidth).
+"""
+
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from grok_mini.layers import matmul
+from grok_mini.moe import gelu_tanh
+
+D, F, E, K = 6144, 32768, 8, 2
+COPY_MIB = 4096
+
+
+def timed(fn, *args, repeats=20):
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def copy_bandwidth():
+    x = jnp.ones((COPY_MIB, 1024, 256), jnp.float32)  # COPY_MIB MiB
+    f = jax.jit(lambda a: a + 1)
+    return 2 * x.nbytes / timed(f, x)
+
+
+def reduce_matmul(x, weight, scales):
+    """x [t, in] · int8 weight [in, out] as one fused multiply-reduce: the int8 is read once, never materialised."""
+    blocks = scales.shape[-2]
+    xb = x.astype(jnp.float32).reshape(x.shape[0], blocks, -1)  # [t, b, i]
+    wb = weight.reshape(blocks, -1, weight.shape[-1])  # [b, i, o]
+    partial = jnp.sum(xb[:, :, :, None] * wb[None].astype(jnp.float32), axis=2)  # [t, b, o]
+    return jnp.einsum("tbo,bo->to", partial, scales.astype(jnp.float32)).astype(jnp.bfloat16)
+
+
+def ffn(w, rows, expert, reduce=False):  # w: dict of (weight, scales) stacks; expert traced or static
+    def project(name, h):
+        weight, scales = w[name]
+        if reduce:
+            return reduce_matmul(h, weight[expert], scales[expert])
+        return matmul(h, weight[expert], scales[expert], jnp.bfloat16)
+    return project("linear_1", gelu_tanh(project("linear", rows)) * project("linear_v", rows))
+
+
+@functools.partial(jax.jit, static_argnames="variant")
+def run(w, tiles, tile_expert, variant):
+    def one_tile(_, tile):
+        rows, expert = tile
+        if variant == "dynamic":
+            return None, ffn(w, rows, expert)
+        if variant == "reduce":
+            return None, ffn(w, rows, expert, reduce=True)
+        branches = [functools.partial(lambda e, r: ffn(w, r, e), e) for e in range(E)]
+        return None, jax.lax.switch(expert, branches, rows)
+    return jax.lax.scan(one_tile, None, (tiles, tile_expert))[1]
+
+
+def main():
+    rng = np.random.default_rng(0)
+    def int8(shape, blocks):
+        weight = jnp.asarray(rng.integers(-127, 128, size=shape, dtype=np.int8))
+        scales = jnp.asarray(rng.uniform(1e-3, 2e-3, size=(E, blocks, shape[-1])), jnp.bfloat16)
+        return weight, scales
+    w = {"linear": int8((E, D, F), 1), "linear_v": int8((E, D, F), 1), "linear_1": int8((E, F, D), 8)}
+    expert_bytes = sum(a.nbytes + s.nbytes for a, s in w.values()) / E
+    bandwidth = copy_bandwidth()
+    print(f"copy bandwidth {bandwidth / 1e9:,.0f} GB/s; one expert {expert_bytes / 1e9:.3f} GB")
+    print("| tokens | experts read | variant | ms | bound ms | × bound |")
+    print("| ---: | ---: | --- | ---: | ---: | ---: |")
+    for tokens in (1, 4, 8):
+        ids = np.stack([rng.choice(E, size=K, replace=False) for _ in range(tokens)])  # [tokens, K]
+        used = sorted(set(ids.reshape(-1).tolist()))  # one tile of `tokens` rows per expert used
+        tile_expert = jnp.asarray(used, jnp.int32)
+        tiles = jnp.asarray(rng.normal(size=(len(used), tokens, D)), jnp.bfloat16)
+        distinct = len(used)
+        bound = distinct * expert_bytes / bandwidth
+        for variant in ("dynamic", "reduce"):
+            seconds = timed(functools.partial(run, variant=variant), w, tiles, tile_expert)
+            print(f"| {tokens} | {distinct} | {variant} | {seconds * 1e3:.3f} | {bound * 1e3:.3f} | "
+                  f"{seconds / bound:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
