@@ -3,7 +3,8 @@
 One Grok-1 MoE layer (D=6144, F=32768, 8 experts, int8 weights + bf16 scales), N tokens decoded,
 each token's k=2 copies run as tiles of one row through their expert (as sparse_moe does):
 - dynamic: index the [E, D, F] stack with the traced expert id (what sparse_moe does today);
-- switch:  lax.switch over E branches, each with a static slice w[e] (only the taken branch runs).
+- switch:  lax.switch over E branches, each with a static slice w[e] (only the taken branch runs);
+- reduce:  the int8 product written as one fused multiply-reduce (int8 read once, never materialised).
 Prints ms per call and the ratio to the bound (selected experts' bytes / measured copy bandwidth).
 """
 
@@ -87,7 +88,7 @@ def main():
         tiles = jnp.asarray(rng.normal(size=(len(used), tokens, D)), jnp.bfloat16)
         distinct = len(used)
         bound = distinct * expert_bytes / bandwidth
-        for variant in ("dynamic", "reduce"):
+        for variant in ("dynamic", "switch", "reduce"):
             seconds = timed(functools.partial(run, variant=variant), w, tiles, tile_expert)
             print(f"| {tokens} | {distinct} | {variant} | {seconds * 1e3:.3f} | {bound * 1e3:.3f} | "
                   f"{seconds / bound:.2f} |", flush=True)
