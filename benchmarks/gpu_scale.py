@@ -176,7 +176,7 @@ def copy_bandwidth(mesh, bytes_per_device: int) -> float:
 
 # ---- phase 3: the checkpoint ---------------------------------------------------------------------------
 
-def write_checkpoint(config: GrokConfig, folder: Path, seed: int) -> dict:
+def write_checkpoint(config: GrokConfig, layout: list, folder: Path, seed: int) -> dict:
     """Layer 0 and the embedding written with random values; every other layer hard-linked to layer 0."""
     marker = folder / "grok_bench.json"
     wanted = {"config": dataclasses.asdict(config), "seed": seed}
@@ -192,7 +192,6 @@ def write_checkpoint(config: GrokConfig, folder: Path, seed: int) -> dict:
     def random_int8(shape) -> np.ndarray:  # raw random bytes: several GB/s
         return np.frombuffer(rng.bytes(math.prod(shape)), np.int8).reshape(shape)
 
-    layout = release_layout(config)
     layer0 = {}
     written, start = 0, time.time()
     for tensor in layout:  # layer 0 and the two top-level tensors first
@@ -345,13 +344,14 @@ def main(args: argparse.Namespace) -> None:
     # 3. write
     stat = os.statvfs(args.dir if args.dir.exists() else args.dir.parent)
     log(f"disk free at {args.dir}: {gb(stat.f_bavail * stat.f_frsize)}; writing layer 0 + embedding")
-    written = write_checkpoint(config, args.dir, args.seed)
+    layout = release_layout(config)  # traces the model's shapes: done once
+    written = write_checkpoint(config, layout, args.dir, args.seed)
     if written["written_bytes"]:
         report.add("write (unique files)", f"{gb(written['written_bytes'])} in {written['seconds']:.1f} s",
                    "other layers are hard links to layer 0")
 
     # 4. cold read of one expert file
-    expert_file = next(t for t in release_layout(config) if t.path.endswith("decoder_layer_0/moe/linear/w"))
+    expert_file = next(t for t in layout if t.path.endswith("decoder_layer_0/moe/linear/w"))
     speed = cold_read_speed(args.dir / CHECKPOINT_DIR / expert_file.filename)
     if speed:
         report.add("disk cold read", f"{speed / GB:,.2f} GB/s", f"one expert file; the full checkpoint would take "
@@ -370,7 +370,7 @@ def main(args: argparse.Namespace) -> None:
                f"(mapped files → slices → devices)")
     peak = proc_status("VmHWM")
     if peak_reset and peak and rss_before:
-        largest = max(math.prod(t.shape) * (4 if t.blocks is None else 1) for t in release_layout(config))
+        largest = max(math.prod(t.shape) * (4 if t.blocks is None else 1) for t in layout)
         report.add("host RAM peak during load", gb(peak - rss_before),
                    f"growth of resident memory over {gb(rss_before)} before (incl. mapped file pages); "
                    f"largest tensor {gb(largest)}")

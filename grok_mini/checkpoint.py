@@ -80,7 +80,9 @@ def release_layout(config: GrokConfig) -> list[ReleaseTensor]:
     The official loader flattens a dict keyed by module path, and JAX sorts dict keys as strings:
     the order is lexicographic, so layers come 0, 1, 10, 11, ..., 19, 2, 20, ...
     """
-    state = nnx.eval_shape(lambda: Grok(config, dtype=jnp.float32))
+    from grok_mini.sharding import abstract_model  # = nnx.eval_shape of Grok, fast at 64 layers
+
+    state = abstract_model(config, dtype=jnp.float32)
     shapes = {tuple(path): variable.shape for path, variable in nnx.to_flat_state(nnx.state(state, nnx.Param))}
     entries = [("language_model/in_out_embed", "embeddings", ("in_out_embed",), None),
                ("language_model/rms_norm", "scale", ("rms_norm", "scale"), None)]
@@ -212,7 +214,7 @@ def load_checkpoint(path: str | Path, config: GrokConfig, *, dtype=jnp.bfloat16,
 
     if mesh is not None:
         sharding.check_mesh(config, mesh)
-    abstract = nnx.eval_shape(lambda: Grok(config, dtype=dtype, param_dtype=jnp.int8 if quantized else dtype))
+    abstract = sharding.abstract_model(config, dtype=dtype, param_dtype=jnp.int8 if quantized else dtype)
     graphdef, state = nnx.split(abstract)
     flat = dict(nnx.to_flat_state(state))
 

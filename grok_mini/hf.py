@@ -316,7 +316,7 @@ def load_hf(path: str | Path, config: GrokConfig | None = None, *, dtype=jnp.bfl
         if not np.array_equal(opened("lm_head.weight")[rows], opened("model.embed_tokens.weight")[rows]):
             raise CheckpointError(f"{path}: lm_head.weight differs from model.embed_tokens.weight; Grok-1 ties them")
 
-    abstract = nnx.eval_shape(lambda: Grok(config, dtype=dtype, param_dtype=dtype))
+    abstract = sharding.abstract_model(config, dtype=dtype, param_dtype=dtype)
     graphdef, state = nnx.split(abstract)
     flat = dict(nnx.to_flat_state(state))
     by_param: dict[tuple, list[HFTensor]] = {}

@@ -133,6 +133,17 @@ def test_dequantised_slice_equals_the_slice_of_the_dequantised_weight(index):
     assert sharding.dequantized_slices(q, jnp.bfloat16)(index).dtype == jnp.bfloat16
 
 
+@pytest.mark.parametrize("param_dtype", [jnp.float32, jnp.int8])
+def test_abstract_model_is_what_tracing_the_whole_constructor_gives(fixture_config, param_dtype):
+    fast = sharding.abstract_model(fixture_config, dtype=jnp.float32, param_dtype=param_dtype)
+    traced = nnx.eval_shape(lambda: Grok(fixture_config, dtype=jnp.float32, param_dtype=param_dtype))
+    (fast_graph, fast_state), (graph, state) = nnx.split(fast), nnx.split(traced)
+    assert fast_graph == graph  # same modules, attributes (config included) and layer count
+    shapes = lambda s: {p: (v.get_value().shape, v.get_value().dtype) for p, v in nnx.to_flat_state(s)}  # noqa: E731
+    assert shapes(fast_state) == shapes(state)
+    assert fast.decoder_layers[0] is not fast.decoder_layers[3]
+
+
 # ---- memory-mapped reading --------------------------------------------------------------------------
 
 def test_mapped_reader_reads_the_fixture_like_the_plain_reader():
