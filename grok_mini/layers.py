@@ -65,8 +65,10 @@ def matmul(x: jax.Array, w: jax.Array, scales: jax.Array | None, dtype) -> jax.A
     x = x.astype(dtype)
     if scales is None:
         return jnp.einsum("...i,io->...o", x, w.astype(dtype))
-    # int8: multiply each input block by its int8 rows (exact in bf16), then scale and sum the blocks.
     blocks = scales.shape[-2]
+    if blocks == 1:  # one scale per output column: scale the product
+        return jnp.einsum("...i,io->...o", x, w.astype(dtype)) * scales[0].astype(dtype)
+    # int8: multiply each input block by its int8 rows (exact in bf16), then scale and sum the blocks.
     x_blocks = rearrange(x, "... (b i) -> ... b i", b=blocks)
     w_blocks = rearrange(w, "(b i) o -> b i o", b=blocks).astype(dtype)
     partial = jnp.einsum("...bi,bio->...bo", x_blocks, w_blocks)

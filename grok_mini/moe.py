@@ -206,7 +206,7 @@ def sparse_moe(experts: Experts, x: jax.Array, gates: jax.Array, expert_ids: jax
     slot = (tile_end - tiles_per_expert)[ids] * t + position_in_expert(ids, num_experts)  # [M] row in the tiles
     tiles = jnp.zeros((num_tiles * t, copies.shape[-1]), dtype).at[slot].add(copies)  # slots are distinct
 
-    owner = jnp.searchsorted(tile_end, jnp.arange(num_tiles), side="right")  # E for spare tiles
+    owner = jnp.sum(jnp.arange(num_tiles)[:, None] >= tile_end, axis=1)  # experts ending before: E for spare tiles
     out = _run_tiles(experts, rearrange(tiles, "(T t) d -> T t d", t=t), jnp.minimum(owner, num_experts - 1))
     return _combine(rearrange(out, "T t d -> (T t) d")[slot], gates)
 
