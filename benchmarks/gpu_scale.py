@@ -160,9 +160,9 @@ class Report:
 def copy_bandwidth(mesh, bytes_per_device: int) -> float:
     """HBM bandwidth per device in bytes/s: y = x + 1 over a large bf16 array reads and writes it once."""
     n = len(mesh.devices.flat)
-    elements = bytes_per_device // 2 * n
-    sharding = NamedSharding(mesh, P(mesh.axis_names))
-    x = jax.jit(lambda: jnp.ones((elements,), jnp.bfloat16), out_shardings=sharding)()
+    columns = bytes_per_device // 2 // 1024
+    sharding = NamedSharding(mesh, P(mesh.axis_names, None))  # [n·1024, columns]: 1024 rows a device
+    x = jax.jit(lambda: jnp.ones((n * 1024, columns), jnp.bfloat16), out_shardings=sharding)()
     bump = jax.jit(lambda x: x + jnp.bfloat16(1))
     bump(x).block_until_ready()
     times = []
@@ -171,7 +171,7 @@ def copy_bandwidth(mesh, bytes_per_device: int) -> float:
         bump(x).block_until_ready()
         times.append(time.perf_counter() - start)
     del x
-    return 2 * bytes_per_device / min(times)
+    return 2 * 1024 * columns * 2 / min(times)
 
 
 # ---- phase 3: the checkpoint ---------------------------------------------------------------------------
@@ -318,7 +318,7 @@ def main(args: argparse.Namespace) -> None:
     report.add("host RAM", meminfo.replace("MemTotal:", "").strip())
 
     # 1. bandwidth
-    buffer = (64 << 20) if args.smoke or limit is None else min(4 << 30, limit // 8)
+    buffer = (64 << 20) if args.smoke or limit is None else min(2 << 30, limit // 8)
     bandwidth = copy_bandwidth(mesh, buffer)
     report.add("copy bandwidth per device", f"{bandwidth / GB:,.1f} GB/s", f"read + write of {gb(buffer)}")
 
@@ -372,7 +372,8 @@ def main(args: argparse.Namespace) -> None:
     if peak_reset and peak and rss_before:
         largest = max(math.prod(t.shape) * (4 if t.blocks is None else 1) for t in layout)
         report.add("host RAM peak during load", gb(peak - rss_before),
-                   f"growth of resident memory over {gb(rss_before)} before (incl. mapped file pages); "
+                   f"growth of resident memory over {gb(rss_before)} before (incl. mapped file pages"
+                   f"{'; on CPU devices the model itself too' if jax.default_backend() == 'cpu' else ''}); "
                    f"largest tensor {gb(largest)}")
     in_use = [device_memory(d).get("bytes_in_use") for d in devices]
     if all(in_use):
