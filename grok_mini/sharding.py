@@ -12,6 +12,11 @@ communication itself, so the model code stays the plain single-device code.
 
 Loading (`place`, used by `load_checkpoint(..., mesh=mesh)`) asks each file only for the slices of
 the devices this process drives, so host memory stays near one tensor whatever the model size.
+
+With an expert axis, run the MoE with `model.set_attributes(dispatch="dense")`: each device then
+applies its own experts and the outputs are summed across the axis. The default sparse dispatch
+picks an expert's weights by a traced index, and jit serves that by gathering every expert stack
+onto every device (right, but the all-gathers cost what expert parallelism was meant to save).
 """
 
 from __future__ import annotations
