@@ -124,3 +124,26 @@ def test_config_that_does_not_fit_the_checkpoint(fixture_config):
     expected = r"in_out_embed/embeddings: expected shape \(1024, 128\), found \(512, 128\)"
     with pytest.raises(CheckpointError, match=expected):
         load_checkpoint(FIXTURE, wider)
+
+
+def test_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, fixture_config, monkeypatch):
+    import grok_mini.checkpoint as checkpoint_module
+    from grok_mini import save_checkpoint
+
+    model = load_checkpoint(FIXTURE, fixture_config, dtype=jnp.float32)
+    save_checkpoint(model, tmp_path)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "ckpt-0").iterdir()}
+    written = []
+
+    def disk_full_after_ten_files(value):
+        if len(written) == 10:
+            raise OSError(28, "No space left on device")
+        written.append(1)
+        return _pickle_release(value)
+
+    monkeypatch.setattr(checkpoint_module, "_pickle_release", disk_full_after_ten_files)
+    with pytest.raises(OSError, match="No space left"):
+        save_checkpoint(model, tmp_path)
+    after = {p.name: p.read_bytes() for p in (tmp_path / "ckpt-0").iterdir()}
+    assert after == before  # the old checkpoint, byte for byte
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-0"]  # no staging folder left behind
