@@ -147,3 +147,31 @@ def test_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, fixture_con
     after = {p.name: p.read_bytes() for p in (tmp_path / "ckpt-0").iterdir()}
     assert after == before  # the old checkpoint, byte for byte
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-0"]  # no staging folder left behind
+
+
+def test_failed_training_save_leaves_the_previous_orbax_step_intact(tmp_path, monkeypatch):
+    import jax
+    import orbax.checkpoint as ocp
+
+    from grok_mini.train import TrainConfig, Trainer, latest_checkpoint_step
+    from tests.conftest import TINY
+
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(1, TINY.vocab_size, 4000), rng.integers(1, TINY.vocab_size, 400)
+    fast = TrainConfig(steps=4, batch_size=2, seq_len=16, warmup_steps=1, eval_every=2, eval_windows=2)
+    trainer = Trainer(TINY, fast, *tokens).run(2, run_dir=tmp_path, progress=False)
+    saved = [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(trainer.model)]
+
+    def failing_json_save(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    trainer.run(3, progress=False)  # the model moves on, then its save fails midway
+    monkeypatch.setattr(ocp.args, "JsonSave", failing_json_save)
+    with pytest.raises(OSError, match="No space left"):
+        trainer.save(tmp_path)
+    monkeypatch.undo()
+    assert latest_checkpoint_step(tmp_path) == 2
+    restored = Trainer.restore(tmp_path, *tokens)
+    assert restored.step == 2
+    for ours, theirs in zip(jax.tree_util.tree_leaves(restored.model), saved, strict=True):
+        np.testing.assert_array_equal(np.asarray(ours), theirs)
