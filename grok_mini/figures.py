@@ -327,3 +327,48 @@ def _forward_statistics():
     tokens = np.array(tokenizer.encode(heldout_text)[: 4 * 64]).reshape(4, 64)  # notebook 06 uses the same
     stats = viz.forward_statistics(_toy_model(num_layers=8), tokens)
     return viz.plot_forward_statistics(stats, title="An untrained 8-layer toy Grok: one forward pass, layer by layer")
+
+
+# ==== 08 generation =================================================================================
+
+
+@figure("08_cache_fill", "KV-cache slots in use after the prefill of two right-padded prompts and after each "
+        "decode step: each row continues from its own length.")
+def _cache_fill():
+    import dataclasses
+
+    import jax.numpy as jnp
+    import numpy as np
+    from flax import nnx
+
+    from grok_mini import viz
+    from grok_mini.generate import pad_prompts
+
+    model = _toy_model(num_layers=2)
+    tokenizer = _toy_tokenizer_and_text()[0]
+    prompts = [tokenizer.encode("The if statement"), tokenizer.encode("Assignment statements are used to")]
+    padded, lengths = pad_prompts(prompts, pad_token=model.config.pad_token, vocab_size=model.config.vocab_size)
+    run = nnx.jit(lambda model, tokens, cache: model(tokens, cache))
+    logits, cache = run(model, jnp.asarray(padded), model.init_cache(2, int(lengths.max()) + 8))  # prefill
+    cache = [dataclasses.replace(layer, step=jnp.asarray(lengths)) for layer in cache]
+    token = jnp.argmax(logits[jnp.arange(2), lengths - 1], axis=-1)
+    masks = [np.asarray(cache[0].key_mask)]
+    for _ in range(7):
+        logits, cache = run(model, token[:, None], cache)
+        token = jnp.argmax(logits[:, -1], axis=-1)
+        masks.append(np.asarray(cache[0].key_mask))
+    return viz.plot_cache_fill(np.stack(masks), lengths)
+
+
+@figure("08_sampling", "Temperature, top-k and the official top-p rule on a real next-token distribution "
+        "(what follows 'must' in the training text).")
+def _sampling():
+    import numpy as np
+
+    from grok_mini import viz
+
+    tokenizer, train_text, _ = _toy_tokenizer_and_text()
+    logits = viz.bigram_logits(np.array(tokenizer.encode(train_text)), tokenizer.processor.piece_to_id("▁must"),
+                               tokenizer.vocab_size)
+    pieces = [tokenizer.id_to_piece(i).replace("\n", "\\n") for i in range(tokenizer.vocab_size)]
+    return viz.plot_sampling(logits, pieces, top_k=5, top_p=0.75, title="Sampling filters on what follows '▁must'")

@@ -13,7 +13,17 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from grok_mini.exercises import ExerciseFailed, attention, embeddings, full_model, rope, routing, scale, tokenization
+from grok_mini.exercises import (
+    ExerciseFailed,
+    attention,
+    embeddings,
+    full_model,
+    generation,
+    rope,
+    routing,
+    scale,
+    tokenization,
+)
 from grok_mini.layers import MultiHeadAttention, rotary_embedding
 from tests.conftest import TINY
 
@@ -29,6 +39,7 @@ def solution(name: str):
 
 
 SCALE, EMBEDDINGS, ROPE, ATTENTION = (solution(n) for n in ("scale", "embeddings", "rope", "attention"))
+GENERATION = solution("generation")
 FULL_MODEL = solution("full_model")
 ROUTING = solution("routing")
 TOKENIZATION = solution("tokenization")
@@ -64,6 +75,8 @@ CHECKS = {
     "balance_loss": (routing.check_balance_loss, ROUTING.balance_loss),
     "decoder_layer": (_check_decoder_layer, FULL_MODEL.decoder_layer),
     "normalized_entropy": (full_model.check_normalized_entropy, FULL_MODEL.normalized_entropy),
+    "top_k_filter": (generation.check_top_k_filter, GENERATION.top_k_filter),
+    "nucleus_filter": (generation.check_nucleus_filter, GENERATION.nucleus_filter),
 }
 
 
@@ -242,6 +255,30 @@ def _entropy_with_nan(probs):
     return -(probs * jnp.log(probs)).sum(-1) / jnp.log(probs.shape[-1])
 
 
+def _top_k_exactly_k(logits, k):
+    keep = jnp.zeros(logits.shape, bool).at[jnp.argsort(-logits)[:k]].set(True)
+    return jnp.where(keep, logits, -jnp.inf)
+
+
+def _nucleus_without_the_crossing_token(logits, top_p):
+    probs = jax.nn.softmax(logits)
+    order = jnp.argsort(-probs)
+    keep = jnp.zeros(logits.shape, bool).at[order].set(jnp.cumsum(probs[order]) <= top_p)
+    return jnp.where(keep, logits, -jnp.inf)
+
+
+def _nucleus_returning_probabilities(logits, top_p):
+    return jax.nn.softmax(GENERATION.nucleus_filter(logits, top_p))
+
+
+def _nucleus_without_ties(logits, top_p):
+    probs = jax.nn.softmax(logits)
+    order = jnp.argsort(-probs)
+    before = jnp.cumsum(probs[order]) - probs[order]
+    keep = jnp.zeros(logits.shape, bool).at[order].set(before < top_p)
+    return jnp.where(keep, logits, -jnp.inf)
+
+
 # (exercise, wrong answer, words the message must contain)
 WRONG = [
     ("count_params", _untied_count, "counted the embedding twice"),
@@ -279,6 +316,10 @@ WRONG = [
     ("decoder_layer", _layer_normalising_the_sum, "post-LN"),
     ("normalized_entropy", _entropy_in_nats, "divide by log E"),
     ("normalized_entropy", _entropy_with_nan, "0 · log 0"),
+    ("top_k_filter", _top_k_exactly_k, "k-th largest is kept too"),
+    ("nucleus_filter", _nucleus_without_the_crossing_token, "crosses top_p"),
+    ("nucleus_filter", _nucleus_returning_probabilities, "looks like probabilities"),
+    ("nucleus_filter", _nucleus_without_ties, "tied with the last kept"),
 ]
 
 
