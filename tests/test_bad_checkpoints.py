@@ -4,6 +4,7 @@ import os
 import pickle
 import shutil
 import subprocess
+import sys
 
 import jax.numpy as jnp
 import numpy as np
@@ -175,3 +176,23 @@ def test_failed_training_save_leaves_the_previous_orbax_step_intact(tmp_path, mo
     assert restored.step == 2
     for ours, theirs in zip(jax.tree_util.tree_leaves(restored.model), saved, strict=True):
         np.testing.assert_array_equal(np.asarray(ours), theirs)
+
+
+@pytest.mark.parametrize("damage", ["hostile", "truncated", "missing"])
+def test_cli_reports_a_bad_checkpoint_in_one_line(checkpoint, tmp_path, damage):
+    marker = tmp_path / "pwned"
+    target = checkpoint / "ckpt-0" / "tensor00005_000"
+    if damage == "hostile":
+        target.write_bytes(pickle.dumps(Evil(os.system, f"touch {marker}")))
+    elif damage == "truncated":
+        target.write_bytes(target.read_bytes()[:100])
+    else:
+        target.unlink()
+    result = subprocess.run(
+        [sys.executable, "-m", "grok_mini.cli", "generate", str(checkpoint),
+         "--config", str(FIXTURE / "config.json"), "--ids", "1,2"],
+        capture_output=True, text=True)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("grok-mini generate: error:") and "tensor00005_000" in lines[0]
+    assert "Traceback" not in result.stderr and not marker.exists()
