@@ -375,6 +375,9 @@ def main(args: argparse.Namespace) -> None:
                    f"growth of resident memory over {gb(rss_before)} before (incl. mapped file pages"
                    f"{'; on CPU devices the model itself too' if jax.default_backend() == 'cpu' else ''}); "
                    f"largest tensor {gb(largest)}")
+    after = proc_status("VmRSS")
+    if after and rss_before:
+        report.add("host RAM after load", gb(after - rss_before), "growth of resident memory that stayed")
     in_use = [device_memory(d).get("bytes_in_use") for d in devices]
     if all(in_use):
         report.add("memory per device after load", f"{gb(min(in_use))} – {gb(max(in_use))}")

@@ -21,6 +21,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
@@ -207,8 +208,9 @@ def load_checkpoint(path: str | Path, config: GrokConfig, *, dtype=jnp.bfloat16,
 
     With a `mesh` (`grok_mini.make_mesh`) every parameter is split over the devices by the rules of
     sharding.py: files are memory-mapped and each device gets only its slice (dequantised on the
-    host if asked), so host memory stays near one tensor, and a process of a multi-host run
-    (jax.distributed) reads only the parts of each file its own devices hold.
+    host if asked), so host memory stays near two files' tensors (the one being read and the one
+    being copied), and a process of a multi-host run (jax.distributed) reads only the parts of each
+    file its own devices hold.
     """
     from grok_mini import sharding  # imported here: sharding uses this module's unpickler
 
@@ -218,20 +220,25 @@ def load_checkpoint(path: str | Path, config: GrokConfig, *, dtype=jnp.bfloat16,
     graphdef, state = nnx.split(abstract)
     flat = dict(nnx.to_flat_state(state))
 
-    def put(param: tuple, value) -> None:
+    def put(param: tuple, value) -> jax.Array:
         variable = flat[param]
         target = variable.get_value()  # abstract: shape and dtype
         read_slice = (sharding.dequantized_slices(value, target.dtype) if isinstance(value, QuantizedWeight8bit)
                       else sharding.array_slices(value, target.dtype))
         variable.set_value(sharding.place(param, target.shape, read_slice, mesh))
+        return variable.get_value()
 
     read = read_tensor if mesh is None else sharding.read_tensor_mapped
+    previous = []
     for tensor, value in iter_release_tensors(path, config, read=read):
         if isinstance(value, QuantizedWeight8bit) and quantized:
-            put(tensor.param, value.weight)
-            put((*tensor.param[:-1], "scales"), value.scales)
+            placed = [put(tensor.param, value.weight), put((*tensor.param[:-1], "scales"), value.scales)]
         else:
-            put(tensor.param, value)  # float32 as it is; int8 dequantised slice by slice
+            placed = [put(tensor.param, value)]  # float32 as it is; int8 dequantised slice by slice
+        # Copies to a GPU run asynchronously and keep their host slices alive until done: without
+        # this wait the reading runs ahead of them and host memory fills up with pending files.
+        jax.block_until_ready(previous)
+        previous = placed
     return nnx.merge(graphdef, nnx.from_flat_state(flat))
 
 

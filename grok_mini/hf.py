@@ -23,6 +23,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -323,6 +324,7 @@ def load_hf(path: str | Path, config: GrokConfig | None = None, *, dtype=jnp.bfl
     for tensor in layout:
         by_param.setdefault(tensor.param, []).append(tensor)
 
+    previous = None
     for param, tensors in by_param.items():
         variable = flat[param]
         target = variable.get_value()
@@ -339,4 +341,6 @@ def load_hf(path: str | Path, config: GrokConfig | None = None, *, dtype=jnp.bfl
             return np.asarray(sources[0][index], target.dtype)
 
         variable.set_value(sharding.place(param, target.shape, read_slice, mesh))
+        jax.block_until_ready(previous)  # asynchronous copies keep their host slices: at most two pending
+        previous = variable.get_value()
     return nnx.merge(graphdef, nnx.from_flat_state(flat))
