@@ -113,9 +113,10 @@ def _demo(args) -> None:
 
     start = time.perf_counter()
     out = Path(args.out)
-    model_config = preset(args.preset)
+    model_config = _model_config(args)
     config = TrainConfig(**_train_overrides(args))
-    print(f"grok-mini demo: training the {args.preset} Grok ({model_config.num_params:,} parameters, "
+    name = args.config or args.preset
+    print(f"grok-mini demo: training the {name} Grok ({model_config.num_params:,} parameters, "
           f"{model_config.num_active_params:,} active a token: {model_config.num_selected_experts} of "
           f"{model_config.num_experts} experts in each of {model_config.num_layers} layers) on this CPU → {out}/")
     trainer, tokenizer = prepare_run(out, corpus=args.corpus, model_config=model_config, config=config,
@@ -312,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="the main job: train the toy Grok on the embedded corpus, plot, sample")
     demo.add_argument("--out", default="runs/demo", help="output folder (a previous demo there is replaced)")
     demo.add_argument("--preset", default="toy")
+    demo.add_argument("--config", help="a GrokConfig JSON file (instead of --preset)")
     demo.add_argument("--corpus", help="a text file or folder instead of the embedded corpus")
     demo.add_argument("--max-new-tokens", type=int, default=40)
     demo.add_argument("--temperature", type=float, default=0.8)

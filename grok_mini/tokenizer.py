@@ -126,7 +126,12 @@ def load_grok1_tokenizer(path: str | Path | None = None) -> Tokenizer:
         local = hf_hub_download(GROK1_REPO, GROK1_FILENAME)
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as error:
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-        why = "HF_HUB_OFFLINE is set" if offline else "the hub is unreachable and the file is not cached"
+        if offline:
+            why = "HF_HUB_OFFLINE is set"
+        elif isinstance(error, HfHubHTTPError) and not isinstance(error, LocalEntryNotFoundError):
+            why = f"the hub answered: {str(error).splitlines()[0]}"
+        else:
+            why = "the hub is unreachable and the file is not cached"
         raise TokenizerError(
             f"cannot fetch {GROK1_FILENAME} from the Hugging Face hub repo {GROK1_REPO} ({why}); "
             f"download it once where you have a connection, or pass its local path "

@@ -45,11 +45,11 @@ __all__ = ["TrainConfig", "Trainer", "prepare_run", "save_plots", "balance_loss"
 class TrainConfig:
     """How to train. Defaults are the `grok-mini demo` settings for the toy preset on a laptop CPU."""
 
-    steps: int = 150  # total optimiser steps (the learning-rate schedule spans them)
+    steps: int = 120  # total optimiser steps (the learning-rate schedule spans them)
     batch_size: int = 8
     seq_len: int = 128  # tokens a window; at most the model's sequence_len
     learning_rate: float = 1e-2  # peak, reached after warmup (high: the toy is tiny and the run short)
-    warmup_steps: int = 15
+    warmup_steps: int = 12
     final_lr_fraction: float = 0.1  # cosine decays to learning_rate × this
     weight_decay: float = 0.1  # AdamW, on matrices only (not norm scales)
     b1: float = 0.9
@@ -57,7 +57,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # global-norm clipping
     balance_coef: float = 1e-2  # Switch Transformer α; 0 turns the load-balancing loss off
     z_coef: float = 1e-3  # ST-MoE router z-loss c_z; 0 turns it off
-    eval_every: int = 25  # held-out loss every this many steps (and at the first and last)
+    eval_every: int = 20  # held-out loss every this many steps (and at the first and last)
     eval_windows: int = 16  # held-out windows of seq_len tokens
     checkpoint_every: int = 0  # 0: only at the end of a run
     seed: int = 0  # model initialisation and batch order

@@ -222,3 +222,23 @@ def test_cli_train_resume_generate_tokenize(tmp_path, capsys):
     pieces = [ast.literal_eval(line.split(maxsplit=1)[1]) for line in lines[1:-1]]
     assert "".join(pieces).replace("▁", " ") == " The if statement"  # the pieces spell the text
     assert lines[0].startswith(f"{len(pieces)} tokens") and lines[-1].startswith("ids: [")
+
+
+def test_cli_demo_trains_plots_and_samples(tmp_path, capsys):
+    config_file = tmp_path / "tiny.json"
+    config_file.write_text(json.dumps(TINY.to_dict()))
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(text for _, text in embedded_corpus().documents[:12]))
+    out = tmp_path / "demo"
+    fast = ["--steps", "40", "--batch-size", "2", "--seq-len", "16", "--warmup-steps", "2", "--eval-windows", "2",
+            "--eval-every", "2"]  # = FAST
+    args = ["demo", "--config", str(config_file), "--corpus", str(corpus), "--out", str(out), *fast,
+            "--max-new-tokens", "4", "--no-progress"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "samples before training" in printed and "samples after training" in printed
+    assert "held-out loss:" in printed and "tokens/s" in printed
+    assert printed.count("⟨") == 1 + 6  # the legend, then three prompts before and after training
+    for name in ("loss.png", "expert_load.png", "samples.txt", "tokenizer.model", "checkpoints/40"):
+        assert (out / name).exists(), name
+    assert main(args) == 0  # a second demo replaces the first
