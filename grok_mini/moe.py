@@ -191,14 +191,16 @@ def sparse_moe(experts: Experts, x: jax.Array, gates: jax.Array, expert_ids: jax
     """Dropless sparse dispatch: x [N, D], gates and expert_ids [N, k] → [N, D].
 
     The M = N·k token copies are laid out expert by expert, each expert's run padded to whole tiles
-    of t = min(tile_rows, N) rows, so every tile belongs to one expert. Whatever the routing, at most
-    min((M + E·(t-1)) // t, M) tiles hold rows (static shape); the spare tiles are zeros.
+    of t = min(tile_rows, N) rows, so every tile belongs to one expert. A token's k experts are
+    distinct (top-k), so an expert gets at most N copies, and whatever the routing at most
+    min((M + E·(t-1)) // t, M, E·ceil(N/t)) tiles hold rows (static shape); spare tiles are zeros.
     Compute: about M + E·t/2 rows instead of N·E (dense) or M·E (official).
     """
     num_experts, dtype = experts.linear.w.shape[0], experts.dtype
     copies, ids = _token_copies(x, expert_ids, dtype)  # [M, D], [M]
-    t = min(tile_rows or default_tile_rows(), x.shape[0])
-    num_tiles = min((ids.shape[0] + num_experts * (t - 1)) // t, ids.shape[0])
+    n, m = x.shape[0], ids.shape[0]
+    t = min(tile_rows or default_tile_rows(), n)
+    num_tiles = min((m + num_experts * (t - 1)) // t, m, num_experts * -(-n // t))
 
     group_sizes = jnp.bincount(ids, length=num_experts)  # copies per expert
     tiles_per_expert = -(-group_sizes // t)

@@ -95,6 +95,8 @@ def test_dispatch_gradients_equal_reference(name, experts):
     (2, [(0, e) for e in (1, 2, 3, 4, 5, 6, 7, 4, 5)] + [(6, 7), (6, 7), (4, 5)]),
     # 8 copies on 8 experts: 8 tiles of 4, one row each (the bound "at most one tile per copy")
     (4, [(0, 1), (2, 3), (4, 5), (6, 7)]),
+    # every expert used, tiles as tall as the batch: one tile each (the bound "E tiles of N rows")
+    (8, [(0, 1), (2, 3), (4, 5), (6, 7), (1, 0), (3, 2), (5, 4), (7, 6)]),
 ])
 def test_sparse_worst_case_tile_counts(tile_rows, ids, experts):
     gates, ids = explicit_routing(ids)
