@@ -279,15 +279,16 @@ def gpu_main(args):
         needed_bytes = selected * per_expert
         flops = 2 * n * TOP_K * 3 * width * ffn
         variants = [("sparse", None), ("dense", None), ("official", None)]
-        if case == "prefill":
-            variants += [("sparse", 128), ("sparse", 512), ("ragged", None)]
-        elif n == decode[-1]:
-            variants += [("ragged", None)]
+        variants += [("ragged", None)] + ([("sparse", 128), ("sparse", 512)] if case == "prefill" else [])
         times = {}
         for method, tile in variants:
             name = method if tile is None else f"{method} (tile_rows {tile})"
             try:
                 fn, state = compiled(method, experts, tile_rows=tile)
+                if args.out and tile is None and (case, n) in (("prefill", prefill), ("decode", 1)):
+                    # the compiled program, to see e.g. whether the int8 → bf16 convert is fused into the matmul
+                    hlo = fn.lower(state, x, gates, ids).compile().as_text()
+                    Path(args.out).with_name(f"moe_{case}{n}_{method}.hlo.txt").write_text(hlo)
                 times[name] = device_time(fn, (state, x, gates, ids))
             except Exception as error:  # one path failing (e.g. out of memory) must not lose the others
                 times[name] = None
