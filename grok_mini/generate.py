@@ -38,6 +38,7 @@ __all__ = ["generate", "stream", "sample_tokens", "filter_logits", "check_sampli
 
 BUCKET = 16  # prompts are padded, and caches sized, to multiples of this (like the runner's pad_sizes)
 
+
 def check_sampling(temperature: float, top_k: int | None, top_p: float) -> None:
     """Raise a ValueError naming the setting when a sampling setting is outside its range."""
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):

@@ -217,6 +217,7 @@ class Trainer:
         self.history = _empty_history()
         self.seconds = 0.0  # wall time in optimiser steps, compilation excluded
         self.timed_tokens = 0
+        self._compiled = False  # this trainer's first step may compile: it is not timed
 
     @property
     def data_fingerprint(self) -> str:
@@ -248,9 +249,10 @@ class Trainer:
         finally:
             self.model.set_attributes(record_router=False)
         metrics = jax.device_get(metrics)
-        if self.step > 0 and self.history["step"]:  # the first step of a process compiles: not timed
+        if self._compiled:
             self.seconds += time.perf_counter() - start
             self.timed_tokens += self.config.tokens_per_step
+        self._compiled = True
         entry = {key: float(metrics[key]) for key in ("loss", "ce", "balance", "z")}
         for key, value in entry.items():
             self.history[key].append(value)
