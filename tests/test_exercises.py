@@ -23,6 +23,7 @@ from grok_mini.exercises import (
     routing,
     scale,
     tokenization,
+    training,
 )
 from grok_mini.layers import MultiHeadAttention, rotary_embedding
 from tests.conftest import TINY
@@ -39,6 +40,7 @@ def solution(name: str):
 
 
 SCALE, EMBEDDINGS, ROPE, ATTENTION = (solution(n) for n in ("scale", "embeddings", "rope", "attention"))
+TRAINING = solution("training")
 GENERATION = solution("generation")
 FULL_MODEL = solution("full_model")
 ROUTING = solution("routing")
@@ -77,6 +79,8 @@ CHECKS = {
     "normalized_entropy": (full_model.check_normalized_entropy, FULL_MODEL.normalized_entropy),
     "top_k_filter": (generation.check_top_k_filter, GENERATION.top_k_filter),
     "nucleus_filter": (generation.check_nucleus_filter, GENERATION.nucleus_filter),
+    "next_token_loss": (training.check_next_token_loss, TRAINING.next_token_loss),
+    "learning_rate": (training.check_learning_rate, TRAINING.learning_rate),
 }
 
 
@@ -279,6 +283,30 @@ def _nucleus_without_ties(logits, top_p):
     return jnp.where(keep, logits, -jnp.inf)
 
 
+def _summed_loss(logits, targets):
+    return TRAINING.next_token_loss(logits, targets) * targets.size
+
+
+def _loss_in_bits(logits, targets):
+    return TRAINING.next_token_loss(logits, targets) / np.log(2)
+
+
+def _loss_with_a_naive_softmax(logits, targets):
+    probs = jnp.exp(logits) / jnp.exp(logits).sum(-1, keepdims=True)  # overflows for large logits
+    return -jnp.log(jnp.take_along_axis(probs, targets[..., None], -1)).mean()
+
+
+def _linear_decay(step, peak, warmup, total, final_fraction):
+    if step < warmup:
+        return peak * step / warmup
+    progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+    return peak * (1 - (1 - final_fraction) * progress)
+
+
+def _decay_to_zero(step, peak, warmup, total, final_fraction):
+    return TRAINING.learning_rate(step, peak, warmup, total, 0.0)
+
+
 # (exercise, wrong answer, words the message must contain)
 WRONG = [
     ("count_params", _untied_count, "counted the embedding twice"),
@@ -320,6 +348,11 @@ WRONG = [
     ("nucleus_filter", _nucleus_without_the_crossing_token, "crosses top_p"),
     ("nucleus_filter", _nucleus_returning_probabilities, "looks like probabilities"),
     ("nucleus_filter", _nucleus_without_ties, "tied with the last kept"),
+    ("next_token_loss", _summed_loss, "do not sum"),
+    ("next_token_loss", _loss_in_bits, "natural logarithm"),
+    ("next_token_loss", _loss_with_a_naive_softmax, "numerically stable"),
+    ("learning_rate", _linear_decay, "cosine, not a straight line"),
+    ("learning_rate", _decay_to_zero, "not to 0"),
 ]
 
 
