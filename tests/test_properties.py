@@ -1,13 +1,16 @@
 """Property tests (hypothesis) on a small random model: the invariants hold for any input drawn."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from grok_mini import Grok
+from grok_mini.generate import sample_tokens
 from grok_mini.layers import rotary_embedding
+from grok_mini.moe import dense_moe, gate_matrix, route, sparse_moe
 from tests.conftest import TINY, forward, relative_error
 
 MODEL = Grok(TINY, dtype=jnp.float32, rngs=nnx.Rngs(7))
@@ -62,3 +65,39 @@ def test_kv_cache_equals_full_forward(tokens, prefill):
         logits, cache = step(MODEL, tokens[:, t:t + 1], cache)
         pieces.append(logits)
     assert relative_error(np.concatenate(pieces, axis=1), forward(MODEL, tokens)) < 1e-5
+
+
+# ---- the MoE fast path and the sampler ---------------------------------------------------------
+
+SAMPLE = jax.jit(sample_tokens)
+EXPERTS = MODEL.decoder_layers[0].moe.experts
+
+
+@PROPERTY
+@given(seed=st.integers(0, 2**16), tokens=st.sampled_from([1, 5, 16]), skew=st.floats(0.0, 8.0))
+def test_sparse_moe_equals_dense_reference(seed, tokens, skew):
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.normal(size=(tokens, TINY.emb_size)), jnp.float32)
+    crowd_expert_0 = skew * (np.arange(TINY.num_experts) == 0)  # uneven loads, some experts left empty
+    logits = rng.normal(size=(tokens, TINY.num_experts)) + crowd_expert_0
+    gates, ids = route(jnp.asarray(logits), TINY.num_selected_experts)
+    dense = dense_moe(EXPERTS, x, gate_matrix(gates, ids, TINY.num_experts))
+    assert relative_error(sparse_moe(EXPERTS, x, gates, ids), dense) < 1e-5
+
+
+@PROPERTY
+@given(seed=st.integers(0, 2**16), temperature=st.floats(0.2, 3.0), top_k=st.integers(1, 40),
+       top_p=st.floats(0.01, 1.0))
+def test_sampling_stays_inside_the_allowed_set(seed, temperature, top_k, top_p):
+    from tests.test_generate import allowed_reference
+
+    logits = np.round(np.random.default_rng(seed).normal(size=40).astype(np.float32) * 3, 1)
+    allowed = allowed_reference(logits, temperature, top_k, top_p)
+    x = logits.astype(np.float64) / temperature
+    mass = np.cumsum(np.sort(np.exp(x - x.max()) / np.exp(x - x.max()).sum())[::-1])
+    assume(np.min(np.abs(mass - top_p)) > 1e-4)  # float32 and float64 may disagree exactly at the boundary
+    draws = 256
+    keys = jax.random.split(jax.random.key(seed), draws)
+    tokens = np.asarray(SAMPLE(jnp.broadcast_to(jnp.asarray(logits), (draws, logits.size)), keys,
+                               jnp.full((draws,), temperature), jnp.full((draws,), top_k), jnp.full((draws,), top_p)))
+    assert allowed[tokens].all()
