@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from grok_mini.cli import main
-from grok_mini.data import embedded_corpus, read_corpus, sample_windows
+from grok_mini.data import embedded_corpus, read_corpus, sample_windows, split_paragraphs
 from grok_mini.generate import generate
 from grok_mini.train import (
     TrainConfig,
@@ -174,8 +174,9 @@ def test_embedded_corpus_and_its_heldout_split_are_fixed():
     train, heldout = corpus.split()
     assert corpus.split() == (train, heldout)
     assert 0.05 < len(heldout) / (len(train) + len(heldout)) < 0.2
-    paragraphs = set(heldout.split("\n\n"))
-    assert not paragraphs & set(train.split("\n\n")) - {""} or len(paragraphs) > 100  # mostly unseen text
+    paragraphs = [p for _, text in corpus.documents for p in split_paragraphs(text)]
+    assert heldout == "\n\n".join(paragraphs[9::10])  # every 10th paragraph of the corpus
+    assert train == "\n\n".join(p for i, p in enumerate(paragraphs) if i % 10 != 9)
 
 
 def test_read_corpus_takes_a_file_or_a_folder(tmp_path):
