@@ -184,7 +184,9 @@ def _load_for_generation(args):
 
     from grok_mini.tokenizer import load_grok1_tokenizer, load_tokenizer
 
-    path = Path(args.checkpoint)
+    if (args.checkpoint is None) == (args.checkpoint_option is None):
+        raise ValueError("give the checkpoint folder once: `grok-mini generate DIR ...` or `--checkpoint DIR`")
+    path = Path(args.checkpoint or args.checkpoint_option)
     dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, None: None}[args.dtype]
     if (path / "checkpoints").is_dir():  # a grok-mini training run
         from grok_mini.train import load_trained_model
@@ -334,7 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=_train)
 
     gen = commands.add_parser("generate", help="continue a prompt with a trained run or a release checkpoint")
-    gen.add_argument("checkpoint", help="a run folder (from grok-mini train or demo) or a folder holding ckpt-0/")
+    gen.add_argument("checkpoint", nargs="?",
+                     help="a run folder (from grok-mini train or demo) or a folder holding ckpt-0/")
+    gen.add_argument("--checkpoint", dest="checkpoint_option", metavar="DIR", help="the same, as an option")
     gen.add_argument("--prompt", help="text to continue")
     gen.add_argument("--ids", help="token ids to continue instead of --prompt, e.g. 422,3033,356")
     gen.add_argument("--max-new-tokens", type=int, default=64)

@@ -19,3 +19,16 @@ def test_unknown_preset_is_one_line_and_nonzero():
     assert result.returncode != 0
     assert "unknown preset 'nope'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_generate_takes_the_checkpoint_as_option_or_argument_once(capsys):
+    from tests.conftest import FIXTURE
+
+    common = ["--config", str(FIXTURE / "config.json"), "--ids", "435,327,263", "--max-new-tokens", "3",
+              "--dtype", "float32"]
+    assert main(["generate", "--checkpoint", str(FIXTURE), *common]) == 0
+    as_option = capsys.readouterr().out
+    assert main(["generate", str(FIXTURE), *common]) == 0
+    assert capsys.readouterr().out == as_option
+    assert main(["generate", *common]) == 1
+    assert "give the checkpoint folder once" in capsys.readouterr().err
