@@ -400,3 +400,54 @@ def _load_evolution():
     from grok_mini import viz
 
     return viz.plot_load_evolution(_training_histories())
+
+
+# ==== 09 the real weights ===========================================================================
+
+FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "grok1-toy-official"
+
+
+@figure("09_release_order", "The 770 files of the Grok-1 release in file order: module names sort as strings, "
+        "so layer 10's files come before layer 2's.")
+def _release_order():
+    from grok_mini import preset, viz
+
+    return viz.plot_release_order(preset("grok-1"))
+
+
+@figure("09_block_scales", "One int8 matrix of the conformance fixture (an expert's down projection): bfloat16 "
+        "scales per block of 22 input rows and output column, and its int8 values.")
+def _block_scales():
+    from grok_mini import GrokConfig, viz
+    from grok_mini.checkpoint import read_tensor, release_layout
+
+    config = GrokConfig.from_json(FIXTURE / "config.json")
+    tensor = next(t for t in release_layout(config) if t.path == "transformer/decoder_layer_0/moe/linear_1/w")
+    value = read_tensor(FIXTURE / "ckpt-0" / tensor.filename)
+    return viz.plot_block_scales(value.weight[0], value.scales[0], name="layer 0, expert 0, moe/linear_1")
+
+
+SHARDED_PARAMS = {  # notebook 09 shows the same four
+    "query/w (column parallel)": ("multi_head_attention", "query", "w"),
+    "linear/w (row parallel)": ("multi_head_attention", "linear", "w"),
+    "experts linear_1/w (expert 0)": ("moe", "experts", "linear_1", "w"),
+    "router/w (copied)": ("moe", "router", "w"),
+}
+
+
+@figure("09_sharding", "How four matrices of a layer are split over 8 devices on the model axis (tensor "
+        "parallelism, as the release): by columns, by rows, or copied.")
+def _sharding():
+    from grok_mini import GrokConfig, viz
+    from grok_mini.checkpoint import release_layout
+    from grok_mini.sharding import partition_spec
+
+    config = GrokConfig.from_json(FIXTURE / "config.json")
+    shapes = {t.param: t.shape for t in release_layout(config)}
+    axes = {"data": 1, "expert": 1, "model": 8}
+    maps = {}
+    for title, path in SHARDED_PARAMS.items():
+        shape = shapes[("decoder_layers", 0, *path)]
+        spec = partition_spec(("decoder_layers", 0, *path), shape, axes)
+        maps[title] = (viz.spec_map(shape, spec, axes), shape, spec)
+    return viz.plot_sharding(maps)

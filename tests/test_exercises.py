@@ -19,6 +19,7 @@ from grok_mini.exercises import (
     embeddings,
     full_model,
     generation,
+    real_weights,
     rope,
     routing,
     scale,
@@ -40,6 +41,7 @@ def solution(name: str):
 
 
 SCALE, EMBEDDINGS, ROPE, ATTENTION = (solution(n) for n in ("scale", "embeddings", "rope", "attention"))
+REAL_WEIGHTS = solution("real_weights")
 TRAINING = solution("training")
 GENERATION = solution("generation")
 FULL_MODEL = solution("full_model")
@@ -81,6 +83,8 @@ CHECKS = {
     "nucleus_filter": (generation.check_nucleus_filter, GENERATION.nucleus_filter),
     "next_token_loss": (training.check_next_token_loss, TRAINING.next_token_loss),
     "learning_rate": (training.check_learning_rate, TRAINING.learning_rate),
+    "layer_order": (real_weights.check_layer_order, REAL_WEIGHTS.layer_order),
+    "dequantize_blocks": (real_weights.check_dequantize_blocks, REAL_WEIGHTS.dequantize_blocks),
 }
 
 
@@ -307,6 +311,19 @@ def _decay_to_zero(step, peak, warmup, total, final_fraction):
     return TRAINING.learning_rate(step, peak, warmup, total, 0.0)
 
 
+def _numeric_layer_order(num_layers):
+    return list(range(num_layers))
+
+
+def _interleaved_blocks(weight, scales):
+    blocks = scales.shape[0]
+    return weight.astype(np.float32) * scales[np.arange(weight.shape[0]) % blocks]
+
+
+def _first_block_only(weight, scales):
+    return weight.astype(np.float32) * scales[0]
+
+
 # (exercise, wrong answer, words the message must contain)
 WRONG = [
     ("count_params", _untied_count, "counted the embedding twice"),
@@ -353,6 +370,9 @@ WRONG = [
     ("next_token_loss", _loss_with_a_naive_softmax, "numerically stable"),
     ("learning_rate", _linear_decay, "cosine, not a straight line"),
     ("learning_rate", _decay_to_zero, "not to 0"),
+    ("layer_order", _numeric_layer_order, "sorts module \\*names\\* as strings"),
+    ("dequantize_blocks", _interleaved_blocks, "blocks are contiguous"),
+    ("dequantize_blocks", _first_block_only, "not scales\\[0\\]"),
 ]
 
 

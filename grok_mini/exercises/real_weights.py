@@ -1,0 +1,73 @@
+"""Notebook 09 (the real weights): the release's file order, and int8 weights with block scales."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from grok_mini.exercises import ExerciseFailed, call, expect_close, expect_equal, run_check
+from grok_mini.quant import dequantize, quantize
+
+__all__ = ["check_layer_order", "check_dequantize_blocks"]
+
+
+def _official_order(num_layers: int) -> list[int]:
+    """Layers in the order their files appear: module paths 'decoder_layer_N' sorted as strings."""
+    return sorted(range(num_layers), key=lambda layer: f"decoder_layer_{layer}")
+
+
+def check_layer_order(layer_order) -> bool:
+    """layer_order(num_layers) → the decoder layers in the order the release stores their files."""
+
+    def check():
+        for num_layers in (4, 12, 64, 105):
+            got = call(layer_order, num_layers)
+            try:
+                got = [int(layer) for layer in got]
+            except (TypeError, ValueError):
+                raise ExerciseFailed(f"layer_order({num_layers}) should return a list of layer numbers, "
+                                     f"got {got!r}") from None
+            expected = _official_order(num_layers)
+            mistakes = [
+                (list(range(num_layers)), "that is numeric order; the release sorts module *names* as strings, "
+                                          "so 'decoder_layer_10' comes before 'decoder_layer_2'."),
+                (sorted(range(num_layers), key=str, reverse=True), "ascending string order, not descending."),
+            ]
+            expect_equal(got, expected, what=f"layer_order({num_layers})", mistakes=mistakes)
+        return "4, 12, 64 (Grok-1) and 105 layers: 0, 1, 10, 11, …, 19, 2, 20, …"
+
+    return run_check("layer_order", check, hint="sorted(range(num_layers), key=lambda n: f'decoder_layer_{n}') "
+                     "(or key=str).")
+
+
+def check_dequantize_blocks(dequantize_blocks) -> bool:
+    """dequantize_blocks(weight int8 [in, out], scales [blocks, out]) → float32 [in, out], as quant.dequantize."""
+    rng = np.random.default_rng(11)
+
+    def check():
+        for size_in, size_out, blocks in ((16, 6, 1), (16, 6, 8), (24, 5, 4)):
+            # rows of very different size per block, so that mixing up the blocks shows
+            spread = np.repeat(np.geomspace(0.01, 10, blocks), size_in // blocks)[:, None]  # [in, 1]
+            w = rng.standard_normal((size_in, size_out)) * spread
+            q = quantize(w.astype(np.float32), blocks)
+            scales = np.asarray(q.scales, np.float32)
+            got = call(dequantize_blocks, np.asarray(q.weight), scales)
+            expected = dequantize(q.weight, q.scales, np.float32)
+            rows = size_in // blocks
+            interleaved = q.weight.astype(np.float32) * scales[np.arange(size_in) % blocks]
+            mistakes = [
+                (q.weight.astype(np.float32) * scales[0],
+                 "each block of in/blocks consecutive input rows has its own scale row: "
+                 "scales[row // rows_per_block], not scales[0]."),
+                (interleaved, "blocks are contiguous: rows 0 … in/blocks − 1 form block 0 (row // rows_per_block, "
+                              "not row % blocks)."),
+                (q.weight.astype(np.float32) * scales.mean(0), "do not average the block scales: each block keeps "
+                                                               "its own."),
+                (q.weight.astype(np.float32) / np.repeat(scales, rows, axis=0), "multiply by the scale (w ≈ int8 × "
+                                                                                "scale), do not divide."),
+            ]
+            expect_close(got, expected, what=f"dequantize_blocks(weight [{size_in}, {size_out}], scales "
+                         f"[{blocks}, {size_out}])", rtol=1e-6, atol=1e-7, mistakes=mistakes)
+        return "1, 4 and 8 blocks, equal to quant.dequantize"
+
+    return run_check("dequantize_blocks", check, hint="rows = weight.shape[0] // scales.shape[0]; "
+                     "weight.astype(float32) * np.repeat(scales, rows, axis=0).")
