@@ -12,9 +12,11 @@ the same function (tests/test_moe.py checks values and gradients):
   every expert, then a one-hot picks the chosen output: E times the needed FLOPs.
 - `sparse_moe` (the model's default): token copies are placed expert by expert into tiles of
   `tile_rows` rows (each tile holds one expert's rows) and a scan runs each tile through its own
-  expert. Dropless, static shapes, about the needed FLOPs; the fast path on CPU and (we expect) GPU.
-- `ragged_moe`: the same sort, then `jax.lax.ragged_dot` grouped matmuls. Equal, but on CPU (and on
-  GPU in jax 0.10/0.11) ragged_dot is lowered as a dense masked product costing about E matmuls.
+  expert. Dropless, static shapes, about the needed FLOPs. The fastest here on CPU and, on one
+  H200, for prefill (benchmarks/RESULTS.md).
+- `ragged_moe`: the same sort, then `jax.lax.ragged_dot` grouped matmuls. Equal, but on CPU
+  ragged_dot is lowered as a dense masked product costing about E matmuls; on an H200 (jax 0.11.2)
+  it was 2.5x slower than `sparse_moe` at prefill and faster at 64-token decode.
 - `capacity_moe`: GShard/Switch training style; each expert takes at most
   ceil(N·k/E · capacity_factor) copies, the rest are dropped (contribute zero) and counted.
 
@@ -179,7 +181,8 @@ def default_tile_rows() -> int:
     """Rows per tile for `sparse_moe` on the default backend.
 
     A GPU reads a [D, F] expert matrix in the time it multiplies it by ~150 rows (int8 weights, H100),
-    so tiles of 256 rows cost little more than one row and decode reads each selected expert once.
+    so tiles of 256 rows cost little more than one row and decode reads each selected expert once
+    (Grok-1 prefill on an H200: 256 rows beat 128 and 512).
     A CPU is compute-bound at any tile size; 128 rows balance padding waste against per-tile overhead
     (width 512, 4096 tokens: 128 and 256 equally fast, 32, 64 and 512 slower; benchmarks/RESULTS.md).
     """
