@@ -40,6 +40,9 @@ DISPATCH = {
     "dense": lambda experts, x, gates, ids: moe.dense_moe(
         experts, x, moe.gate_matrix(gates, ids, experts.linear.w[...].shape[0])),
     "official": moe.official_dense_moe,
+    # every expert once on a bucket of N rows: dropless, no per-expert slicing of the weights
+    "capacity (dropless)": lambda experts, x, gates, ids: moe.capacity_moe(
+        experts, x, gates, ids, capacity_factor=experts.linear.w[...].shape[0] / ids.shape[-1])[0],
 }
 
 
@@ -279,7 +282,8 @@ def gpu_main(args):
         needed_bytes = selected * per_expert
         flops = 2 * n * TOP_K * 3 * width * ffn
         variants = [("sparse", None), ("dense", None), ("official", None)]
-        variants += [("ragged", None)] + ([("sparse", 128), ("sparse", 512)] if case == "prefill" else [])
+        variants += [("ragged", None), ("capacity (dropless)", None)]
+        variants += [("sparse", 128), ("sparse", 512)] if case == "prefill" else []
         times = {}
         for method, tile in variants:
             name = method if tile is None else f"{method} (tile_rows {tile})"
@@ -288,7 +292,7 @@ def gpu_main(args):
                 if args.out and tile is None and (case, n) in (("prefill", prefill), ("decode", 1)):
                     # the compiled program, to see e.g. whether the int8 → bf16 convert is fused into the matmul
                     hlo = fn.lower(state, x, gates, ids).compile().as_text()
-                    Path(args.out).with_name(f"moe_{case}{n}_{method}.hlo.txt").write_text(hlo)
+                    Path(args.out).with_name(f"moe_{case}{n}_{method.split()[0]}.hlo.txt").write_text(hlo)
                 times[name] = device_time(fn, (state, x, gates, ids))
             except Exception as error:  # one path failing (e.g. out of memory) must not lose the others
                 times[name] = None

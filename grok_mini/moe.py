@@ -177,6 +177,17 @@ def _run_tiles(experts: Experts, tiles: jax.Array, tile_expert: jax.Array) -> ja
     return jax.lax.scan(one_tile, None, (tiles, tile_expert))[1]
 
 
+def _all_experts(experts: Experts, buckets: jax.Array) -> jax.Array:
+    """buckets [E, C, D] → [E, C, D]: bucket e through expert e, one product batched over the experts
+    per matrix (no per-expert slicing of the weight stacks; every expert's weights are read once)."""
+
+    def project(linear: Linear, h: jax.Array) -> jax.Array:
+        scales = None if linear.scales is None else linear.scales[...]  # int8: [E, blocks, out]
+        return jax.vmap(lambda h, w, s: matmul(h, w, s, experts.dtype))(h, linear.w[...], scales)
+
+    return project(experts.linear_1, gelu_tanh(project(experts.linear, buckets)) * project(experts.linear_v, buckets))
+
+
 def default_tile_rows() -> int:
     """Rows per tile for `sparse_moe` on the default backend.
 
@@ -264,7 +275,9 @@ def capacity_moe(experts: Experts, x: jax.Array, gates: jax.Array, expert_ids: j
                  capacity_factor: float = 1.25) -> tuple[jax.Array, jax.Array]:
     """Fixed-capacity dispatch (GShard/Switch): (x [N, D] → [N, D], number of dropped copies).
 
-    Each expert gets a bucket of C = expert_capacity(...) rows; copies are admitted in choice-major
+    Each expert gets a bucket of C = expert_capacity(...) rows, and all buckets go through their
+    experts in one product batched over the experts (each weight stack read once, unsliced, which
+    suits decode on a GPU with capacity_factor = E/k: dropless). Copies are admitted in choice-major
     order (every token's first choice before any second choice, then by token), and copies past C
     are dropped: they add nothing, and the token keeps only its other expert(s) and the residual.
     With capacity_factor ≥ E/k nothing can be dropped and this equals `dense_moe`.
@@ -276,7 +289,7 @@ def capacity_moe(experts: Experts, x: jax.Array, gates: jax.Array, expert_ids: j
     kept = position < capacity
     slot = jnp.where(kept, ids * capacity + position, num_experts * capacity)  # past the end: dropped
     buckets = jnp.zeros((num_experts * capacity, copies.shape[-1]), dtype).at[slot].add(copies, mode="drop")
-    out = _run_tiles(experts, rearrange(buckets, "(e c) d -> e c d", e=num_experts), jnp.arange(num_experts))
+    out = _all_experts(experts, rearrange(buckets, "(e c) d -> e c d", e=num_experts))
     copy_outputs = rearrange(out, "e c d -> (e c) d").at[slot].get(mode="fill", fill_value=0)
     return _combine(copy_outputs, gates), jnp.sum(~kept)
 
