@@ -125,12 +125,20 @@ class ReleaseUnpickler(pickle.Unpickler):
                 "holds only numpy arrays and QuantizedWeight8bit") from None
 
 
-def read_tensor(path: str | Path) -> np.ndarray | QuantizedWeight8bit:
-    """One release file → a numpy array or a QuantizedWeight8bit, never anything else."""
+def read_tensor(path: str | Path, *, unpickler: type | None = None,
+                before_load=None) -> np.ndarray | QuantizedWeight8bit:
+    """One release file → a numpy array or a QuantizedWeight8bit, never anything else.
+
+    `unpickler` (called as unpickler(file, source=...), allow-listing like ReleaseUnpickler) and
+    `before_load(file)` let the sharded loader map arrays instead of reading them
+    (sharding.read_tensor_mapped) with the same checks and errors.
+    """
     path = Path(path)
     try:
         with open(path, "rb") as file:
-            value = ReleaseUnpickler(file, source=str(path)).load()
+            if before_load is not None:
+                before_load(file)
+            value = (unpickler or ReleaseUnpickler)(file, source=str(path)).load()
     except CheckpointError:
         raise
     except OSError as error:

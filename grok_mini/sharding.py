@@ -352,20 +352,10 @@ def read_tensor_mapped(path: str | Path) -> np.ndarray | QuantizedWeight8bit:
     a row-split matrix; a page-aligned share of each row of a column-split one). A single process
     needs every page, so it asks the kernel to read the whole file ahead (posix_fadvise WILLNEED).
     """
-    from grok_mini.checkpoint import CheckpointError
+    from grok_mini.checkpoint import read_tensor
 
-    path = Path(path)
-    try:
-        with open(path, "rb") as file:
-            if hasattr(os, "posix_fadvise") and jax.process_count() == 1:  # one process needs every page:
-                os.posix_fadvise(file.fileno(), 0, 0, os.POSIX_FADV_WILLNEED)  # start reading them all now
-            value = _MappedUnpickler(file, source=str(path)).load()
-    except CheckpointError:
-        raise
-    except OSError as error:
-        raise CheckpointError(f"{path}: cannot read ({error.strerror or error})") from None
-    except Exception as error:  # truncated or corrupted pickle streams raise many types
-        raise CheckpointError(f"{path}: not a readable tensor pickle ({type(error).__name__}: {error})") from None
-    if not isinstance(value, (np.ndarray, QuantizedWeight8bit)):
-        raise CheckpointError(f"{path}: holds a {type(value).__name__}, not an array or QuantizedWeight8bit")
-    return value
+    def read_ahead(file) -> None:
+        if hasattr(os, "posix_fadvise") and jax.process_count() == 1:  # one process needs every page:
+            os.posix_fadvise(file.fileno(), 0, 0, os.POSIX_FADV_WILLNEED)  # start reading them all now
+
+    return read_tensor(path, unpickler=_MappedUnpickler, before_load=read_ahead)
