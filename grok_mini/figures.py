@@ -329,6 +329,34 @@ def _forward_statistics():
     return viz.plot_forward_statistics(stats, title="An untrained 8-layer toy Grok: one forward pass, layer by layer")
 
 
+# ==== 07 training ===================================================================================
+
+
+def _training_histories() -> dict:
+    """The two stored runs of notebook 07 (made by `grok-mini train`; notebooks/data/07_training/README.md)."""
+    import json
+
+    folder = Path(__file__).resolve().parent.parent / "notebooks" / "data" / "07_training"
+    return {label: json.loads((folder / run / "history.json").read_text())
+            for label, run in (("with the balance loss", "balance"), ("without", "no-balance"))}
+
+
+@figure("07_training_curves", "Two toy-Grok training runs, with and without the Switch balance loss: the same "
+        "cross-entropy, very different balance loss.")
+def _training_curves():
+    from grok_mini import viz
+
+    return viz.plot_training_curves(_training_histories())
+
+
+@figure("07_load_evolution", "Expert load during training: without the balance loss the deeper layers settle with "
+        "one expert taking 45 % of the assignments.")
+def _load_evolution():
+    from grok_mini import viz
+
+    return viz.plot_load_evolution(_training_histories())
+
+
 # ==== 08 generation =================================================================================
 
 
@@ -372,34 +400,6 @@ def _sampling():
                                tokenizer.vocab_size)
     pieces = [tokenizer.id_to_piece(i).replace("\n", "\\n") for i in range(tokenizer.vocab_size)]
     return viz.plot_sampling(logits, pieces, top_k=5, top_p=0.75, title="Sampling filters on what follows '▁must'")
-
-
-# ==== 07 training ===================================================================================
-
-
-def _training_histories() -> dict:
-    """The two stored runs of notebook 07 (made by `grok-mini train`; notebooks/data/07_training/README.md)."""
-    import json
-
-    folder = Path(__file__).resolve().parent.parent / "notebooks" / "data" / "07_training"
-    return {label: json.loads((folder / run / "history.json").read_text())
-            for label, run in (("with the balance loss", "balance"), ("without", "no-balance"))}
-
-
-@figure("07_training_curves", "Two toy-Grok training runs, with and without the Switch balance loss: the same "
-        "cross-entropy, very different balance loss.")
-def _training_curves():
-    from grok_mini import viz
-
-    return viz.plot_training_curves(_training_histories())
-
-
-@figure("07_load_evolution", "Expert load during training: without the balance loss the deeper layers settle with "
-        "one expert taking 45 % of the assignments.")
-def _load_evolution():
-    from grok_mini import viz
-
-    return viz.plot_load_evolution(_training_histories())
 
 
 # ==== 09 the real weights ===========================================================================

@@ -41,7 +41,7 @@ __all__ = [
     "record_router_logits", "load_balance_stats", "plot_router_probs", "plot_expert_load", "balance_sweep",
     "plot_balance_sweep",
     # 06 the full model
-    "forward_statistics", "plot_forward_statistics",
+    "forward_statistics", "activation_statistics", "plot_forward_statistics",
     # 08 generation
     "bigram_logits", "plot_sampling", "plot_cache_fill",
     # 07 training
@@ -695,7 +695,7 @@ def plot_compression(vocab_sizes, chars_per_token, *, others: dict | None = None
 def record_router_logits(model, tokens) -> np.ndarray:
     """Router logits of every MoE layer for `tokens` [B, T]: [L, B, T, E] float32.
 
-    Uses the model's own recording switch (`record_router`) and reads nnx.Intermediate state.
+    Uses the model's own recording switch (`record_router`) and takes the nnx.Intermediate state out.
     """
     import jax.numpy as jnp
     from flax import nnx
@@ -703,7 +703,7 @@ def record_router_logits(model, tokens) -> np.ndarray:
     model.set_attributes(record_router=True)
     _jitted_forward()(model, jnp.asarray(tokens))
     model.set_attributes(record_router=False)
-    layers = nnx.state(model, nnx.Intermediate)["decoder_layers"]
+    layers = nnx.pop(model, nnx.Intermediate)["decoder_layers"]  # taken out: left in, they change the structure
     return np.stack([np.asarray(layers[i]["moe"]["router_logits"][...], np.float32)
                      for i in range(len(model.decoder_layers))])
 
@@ -859,7 +859,23 @@ def plot_balance_sweep(sweep: dict[str, np.ndarray], *, num_selected: int = 2) -
 def forward_statistics(model, tokens) -> dict[str, np.ndarray]:
     """One forward pass of `model` on `tokens` [B, T] (no padding), with activation statistics per layer.
 
-    From what the model records (`record_residual`, `record_router`, `record_attention`):
+    Switches the model's recording on (`record_residual`, `record_router`, `record_attention`), runs
+    it, switches it off, takes the recordings out (nnx.pop) and summarises them with
+    `activation_statistics`.
+    """
+    import jax.numpy as jnp
+    from flax import nnx
+
+    switches = ("record_residual", "record_router", "record_attention")
+    model.set_attributes(**dict.fromkeys(switches, True))
+    logits = _jitted_forward()(model, jnp.asarray(tokens))
+    model.set_attributes(**dict.fromkeys(switches, False))
+    return activation_statistics(model, tokens, logits, nnx.pop(model, nnx.Intermediate))
+
+
+def activation_statistics(model, tokens, logits, recorded) -> dict[str, np.ndarray]:
+    """Per-layer summaries of one recorded forward pass (`recorded`: the model's nnx.Intermediate state).
+
     residual_rms [L + 1, B, T] (index 0: the embedding × multiplier, then after each layer),
     router_entropy [L, B, T] (entropy of the router softmax / log E), top_gates [L, B, T, k],
     attention_entropy [L, H] (per query head: entropy of a query's weights / log of its visible keys,
@@ -867,31 +883,27 @@ def forward_statistics(model, tokens) -> dict[str, np.ndarray]:
     next_token_logprob [B, T - 1] (log-probability the model gives each actual next token).
     """
     import jax
-    import jax.numpy as jnp
-    from flax import nnx
 
     tokens = np.asarray(tokens)
     config = model.config
-    model.set_attributes(record_residual=True, record_router=True, record_attention=True)
-    logits = np.asarray(_jitted_forward()(model, jnp.asarray(tokens)), np.float32)
-    model.set_attributes(record_residual=False, record_router=False, record_attention=False)
-    layers = nnx.state(model, nnx.Intermediate)["decoder_layers"]
+    logits = np.asarray(logits, np.float32)
+    layers = recorded["decoder_layers"]
     count = len(model.decoder_layers)
 
-    def recorded(i, *path):
+    def value(i, *path):  # layer i's recording at path, as float64
         node = layers[i]
         for key in path:
             node = node[key]
         return np.asarray(node[...], np.float64)
 
     embedded = np.asarray(model.in_out_embed[...], np.float64)[tokens] * config.embedding_multiplier_scale
-    residual = [np.sqrt(np.mean(embedded**2, axis=-1))] + [recorded(i, "residual_rms") for i in range(count)]
-    router_logits = np.stack([recorded(i, "moe", "router_logits") for i in range(count)])  # [L, B, T, E]
+    residual = [np.sqrt(np.mean(embedded**2, axis=-1))] + [value(i, "residual_rms") for i in range(count)]
+    router_logits = np.stack([value(i, "moe", "router_logits") for i in range(count)])  # [L, B, T, E]
     probs = np.asarray(jax.nn.softmax(router_logits, axis=-1), np.float64)
     router_entropy = -(probs * np.log(np.maximum(probs, 1e-30))).sum(-1) / np.log(config.num_experts)
     top_gates = -np.sort(-probs, axis=-1)[..., : config.num_selected_experts]
 
-    weights = np.stack([recorded(i, "multi_head_attention", "attention_weights") for i in range(count)])
+    weights = np.stack([value(i, "multi_head_attention", "attention_weights") for i in range(count)])
     l, b, kv, g, t, s = weights.shape
     weights = weights.reshape(l, b, kv * g, t, s)  # query head h = kv·G + g
     visible = np.arange(s)[None, :] <= np.arange(t)[:, None]  # causal, no padding: query i sees keys 0..i
