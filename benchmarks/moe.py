@@ -35,7 +35,9 @@ from grok_mini import GrokConfig, moe
 
 TOP_K = 2
 DISPATCH = {
-    "sparse": moe.sparse_moe,
+    "sparse": moe.sparse_moe,  # on a GPU with int8 weights: the Pallas kernel at decode, the XLA scan at prefill
+    "sparse (XLA scan)": functools.partial(moe.sparse_moe, int8_kernel=False),
+    "sparse (kernel)": functools.partial(moe.sparse_moe, int8_kernel=True),
     "ragged": moe.ragged_moe,
     "dense": lambda experts, x, gates, ids: moe.dense_moe(
         experts, x, moe.gate_matrix(gates, ids, experts.linear.w[...].shape[0])),
@@ -281,9 +283,10 @@ def gpu_main(args):
         selected = len(set(jax.device_get(ids).reshape(-1).tolist()))
         needed_bytes = selected * per_expert
         flops = 2 * n * TOP_K * 3 * width * ffn
-        variants = [("sparse", None), ("dense", None), ("official", None)]
-        variants += [("ragged", None), ("capacity (dropless)", None)]
+        variants = [("sparse", None), ("sparse (kernel)" if case == "prefill" else "sparse (XLA scan)", None)]
+        variants += [("dense", None), ("official", None), ("ragged", None), ("capacity (dropless)", None)]
         variants += [("sparse", 128), ("sparse", 512)] if case == "prefill" else []
+        variants = [(m, tile) for m, tile in variants if args.methods is None or m in args.methods or m == "official"]
         times = {}
         for method, tile in variants:
             name = method if tile is None else f"{method} (tile_rows {tile})"
@@ -321,6 +324,8 @@ def main(argv=None):
     parser.add_argument("--smoke", action="store_true", help="with --gpu: tiny sizes, to check the script anywhere")
     parser.add_argument("--out", help="with --gpu: also write the markdown table to this file")
     parser.add_argument("--only", choices=["prefill", "decode"], help="with --gpu: run only these cases")
+    parser.add_argument("--methods", type=lambda s: s.split(","),
+                        help="with --gpu: only these methods, comma-separated (official is always run)")
     parser.add_argument("--toy-only", action="store_true", help="CPU: skip the Grok-1 width section")
     parser.add_argument("--repeats", type=int, default=3, help="CPU: timed repeats per method (default 3)")
     args = parser.parse_args(argv)

@@ -4,10 +4,12 @@ One Grok-1 MoE layer (D=6144, F=32768, 8 experts, int8 weights + bf16 scales), N
 each token's k=2 copies run as tiles of one row through their expert (as sparse_moe does):
 - dynamic: index the [E, D, F] stack with the traced expert id (what sparse_moe does today);
 - switch:  lax.switch over E branches, each with a static slice w[e] (only the taken branch runs);
-- reduce:  the int8 product written as one fused multiply-reduce (int8 read once, never materialised).
+- reduce:  the int8 product written as one fused multiply-reduce (int8 read once, never materialised);
+- kernel:  the Pallas kernel (grok_mini/kernels.py), at several block shapes (`--kernel-only`: just these).
 Prints ms per call and the ratio to the bound (selected experts' bytes / measured copy bandwidth).
 """
 
+import argparse
 import functools
 import time
 
@@ -15,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from grok_mini import kernels
 from grok_mini.layers import matmul
 from grok_mini.moe import gelu_tanh
 
@@ -69,7 +72,31 @@ def run(w, tiles, tile_expert, variant):
     return jax.lax.scan(one_tile, None, (tiles, tile_expert))[1]
 
 
+KERNEL_SHAPES = {  # the default and one change at a time
+    "kernel default": kernels.KernelShape(),
+    "kernel cols 256": kernels.KernelShape(block_cols=256),
+    "kernel cols 64": kernels.KernelShape(block_cols=64),
+    "kernel inner 256": kernels.KernelShape(block_inner=256, num_stages=3),
+    "kernel inner 64": kernels.KernelShape(block_inner=64),
+    "kernel splits 16": kernels.KernelShape(splits=16),
+    "kernel splits 1": kernels.KernelShape(splits=1),
+    "kernel 8 warps": kernels.KernelShape(block_cols=256, num_warps=8),
+    "kernel 2 stages": kernels.KernelShape(num_stages=2),
+}
+
+
+@functools.partial(jax.jit, static_argnames="shape")
+def run_kernel(w, tiles, tile_expert, shape):
+    def project(name, h):
+        weight, scales = w[name]
+        return kernels.expert_tiles_matmul(h, tile_expert, weight, scales, shape=shape)
+    return project("linear_1", gelu_tanh(project("linear", tiles)) * project("linear_v", tiles))
+
+
 def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--kernel-only", action="store_true", help="only the Pallas kernel's block shapes")
+    args = parser.parse_args()
     rng = np.random.default_rng(0)
     def int8(shape, blocks):
         weight = jnp.asarray(rng.integers(-127, 128, size=shape, dtype=np.int8))
@@ -81,15 +108,22 @@ def main():
     print(f"copy bandwidth {bandwidth / 1e9:,.0f} GB/s; one expert {expert_bytes / 1e9:.3f} GB")
     print("| tokens | experts read | variant | ms | bound ms | × bound |")
     print("| ---: | ---: | --- | ---: | ---: | ---: |")
-    for tokens in (1, 4, 8):
+    for tokens in (1, 8, 64):
         ids = np.stack([rng.choice(E, size=K, replace=False) for _ in range(tokens)])  # [tokens, K]
         used = sorted(set(ids.reshape(-1).tolist()))  # one tile of `tokens` rows per expert used
         tile_expert = jnp.asarray(used, jnp.int32)
         tiles = jnp.asarray(rng.normal(size=(len(used), tokens, D)), jnp.bfloat16)
         distinct = len(used)
         bound = distinct * expert_bytes / bandwidth
-        for variant in ("dynamic", "switch", "reduce"):
-            seconds = timed(functools.partial(run, variant=variant), w, tiles, tile_expert)
+        variants = {} if args.kernel_only else {v: functools.partial(run, variant=v)
+                                                for v in ("dynamic", "switch", "reduce")}
+        variants |= {name: functools.partial(run_kernel, shape=shape) for name, shape in KERNEL_SHAPES.items()}
+        for variant, fn in variants.items():
+            try:
+                seconds = timed(fn, w, tiles, tile_expert)
+            except Exception as error:  # one shape failing to compile must not lose the others
+                print(f"| {tokens} | {distinct} | {variant} | failed: {type(error).__name__}: {str(error)[:200]} |")
+                continue
             print(f"| {tokens} | {distinct} | {variant} | {seconds * 1e3:.3f} | {bound * 1e3:.3f} | "
                   f"{seconds / bound:.2f} |", flush=True)
 

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 from einops import rearrange
 from flax import nnx
 
+from grok_mini import kernels
 from grok_mini.config import GrokConfig
 from grok_mini.layers import Linear, matmul, record
 
@@ -159,22 +160,30 @@ def _expert_ffn(experts: Experts, rows: jax.Array, expert: jax.Array) -> jax.Arr
     return project(experts.linear_1, gelu_tanh(project(experts.linear, rows)) * project(experts.linear_v, rows))
 
 
-def _run_tiles(experts: Experts, tiles: jax.Array, tile_expert: jax.Array) -> jax.Array:
-    """tiles [T, t, D], tile_expert [T] → [T, t, D]: each tile through its own expert's FFN.
+def _run_tiles(experts: Experts, tiles: jax.Array, tile_expert: jax.Array, use_kernel: bool) -> jax.Array:
+    """tiles [T, t, D], tile_expert [T] (E for a spare tile) → [T, t, D]: each tile through its own expert's FFN.
 
-    A scan reads one expert's weights per tile, so a tile costs one [t, D] × [D, F] product per
-    matrix and the weights of experts no tile points at are never read (what decode time is made of
-    on a GPU). No skipping by lax.cond: under autodiff a cond would rebuild the whole [E, D, F]
-    weight gradient every tile, while a plain scan accumulates it in place. The checkpoint policy
-    keeps only the matmul outputs for the backward pass, not a copy of every tile's expert weights.
+    use_kernel: three calls of the Pallas kernel (grok_mini/kernels.py), which reads only the chosen
+    experts' int8 weights, in place; the decode path on a GPU.
+    Otherwise a scan reads one expert's weights per tile, so a tile costs one [t, D] × [D, F] product
+    per matrix and the weights of experts no tile points at are never read. No skipping by lax.cond:
+    under autodiff a cond would rebuild the whole [E, D, F] weight gradient every tile, while a plain
+    scan accumulates it in place. The checkpoint policy keeps only the matmul outputs for the backward
+    pass, not a copy of every tile's expert weights.
     """
+    if use_kernel:
+        def project(linear: Linear, h: jax.Array) -> jax.Array:
+            return kernels.expert_tiles_matmul(h, tile_expert, linear.w[...], linear.scales[...], experts.dtype)
+
+        return project(experts.linear_1, gelu_tanh(project(experts.linear, tiles)) * project(experts.linear_v, tiles))
 
     @functools.partial(jax.checkpoint, policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable)
     def one_tile(carry, tile):
         rows, expert = tile
         return carry, _expert_ffn(experts, rows, expert)
 
-    return jax.lax.scan(one_tile, None, (tiles, tile_expert))[1]
+    spare_to_last = jnp.minimum(tile_expert, experts.linear.w.shape[0] - 1)  # zero rows: zero outputs anyway
+    return jax.lax.scan(one_tile, None, (tiles, spare_to_last))[1]
 
 
 def _all_experts(experts: Experts, buckets: jax.Array) -> jax.Array:
@@ -201,7 +210,7 @@ def default_tile_rows() -> int:
 
 
 def sparse_moe(experts: Experts, x: jax.Array, gates: jax.Array, expert_ids: jax.Array, *,
-               tile_rows: int | None = None) -> jax.Array:
+               tile_rows: int | None = None, int8_kernel: bool | None = None) -> jax.Array:
     """Dropless sparse dispatch: x [N, D], gates and expert_ids [N, k] → [N, D].
 
     The M = N·k token copies are laid out expert by expert, each expert's run padded to whole tiles
@@ -209,6 +218,8 @@ def sparse_moe(experts: Experts, x: jax.Array, gates: jax.Array, expert_ids: jax
     distinct (top-k), so an expert gets at most N copies, and whatever the routing at most
     min((M + E·(t-1)) // t, M, E·ceil(N/t)) tiles hold rows (static shape); spare tiles are zeros.
     Compute: about M + E·t/2 rows instead of N·E (dense) or M·E (official).
+    int8_kernel: run the tiles with the Pallas kernel (int8 weights only); None = `kernels.use_kernel`
+    (a GPU at decode).
     """
     num_experts, dtype = experts.linear.w.shape[0], experts.dtype
     copies, ids = _token_copies(x, expert_ids, dtype)  # [M, D], [M]
@@ -223,7 +234,9 @@ def sparse_moe(experts: Experts, x: jax.Array, gates: jax.Array, expert_ids: jax
     tiles = jnp.zeros((num_tiles * t, copies.shape[-1]), dtype).at[slot].add(copies)  # slots are distinct
 
     owner = jnp.sum(jnp.arange(num_tiles)[:, None] >= tile_end, axis=1)  # experts ending before: E for spare tiles
-    out = _run_tiles(experts, rearrange(tiles, "(T t) d -> T t d", t=t), jnp.minimum(owner, num_experts - 1))
+    if int8_kernel is None:
+        int8_kernel = kernels.use_kernel(experts.linear.scales, t)
+    out = _run_tiles(experts, rearrange(tiles, "(T t) d -> T t d", t=t), owner, int8_kernel)
     return _combine(rearrange(out, "T t d -> (T t) d")[slot], gates)
 
 
@@ -311,6 +324,9 @@ class MoELayer(nnx.Module):
         self.dispatch = dispatch
         self.capacity_factor = capacity_factor
         self.tile_rows = tile_rows  # None: default_tile_rows() for the backend
+        # sparse with int8 weights: None = the Pallas kernel on a GPU (kernels.use_kernel); False on a
+        # multi-device mesh, where jit cannot split the kernel and would gather the experts everywhere
+        self.int8_kernel = None
         self.record_router = False  # model.set_attributes(record_router=True) keeps the logits
         _check_dispatch(dispatch)
 
@@ -324,7 +340,7 @@ class MoELayer(nnx.Module):
         gates, chosen = gates.reshape(flat.shape[0], -1), chosen.reshape(flat.shape[0], -1)  # [N, k]
         _check_dispatch(self.dispatch)
         if self.dispatch == "sparse":
-            out = sparse_moe(self.experts, flat, gates, chosen, tile_rows=self.tile_rows)
+            out = sparse_moe(self.experts, flat, gates, chosen, tile_rows=self.tile_rows, int8_kernel=self.int8_kernel)
         elif self.dispatch == "ragged":
             out = ragged_moe(self.experts, flat, gates, chosen)
         elif self.dispatch == "capacity":
