@@ -30,18 +30,21 @@ __all__ = ["KernelShape", "expert_tiles_matmul", "expert_tiles_matmul_reference"
 
 @dataclasses.dataclass(frozen=True)
 class KernelShape:
-    """How the work is cut into programs (each computes a [block_rows, block_cols] piece of one tile).
+    """How the work is cut into programs; each computes a [block_rows, block_cols] piece of one tile
+    from one of `splits` parts of the input dimension (float32 partial sums, added afterwards).
 
-    splits: each tile's input dimension is cut into this many parts, each a separate program, whose
-    float32 partial sums are added afterwards (a multiple of the scale blocks, so a part has one scale
-    row). More programs keep every multiprocessor reading when a matrix has few output columns
-    (Grok-1's down projection: 6144). Block sizes are powers of two (a Triton requirement).
+    Programs that share a weight block differ only in their rows and run side by side, so a tile
+    taller than block_rows still reads its weights from memory about once (the rest hits the L2).
+    splits=None: the fewest parts (a power of two) that give at least min_programs programs, so that
+    every multiprocessor has work even for a matrix with few output columns (Grok-1's down
+    projection: 6144). Block sizes are powers of two (a Triton requirement).
     """
 
-    block_rows: int = 64  # at most; a tile's rows are padded to a power of two, at least 16 (the tensor cores' M)
+    block_rows: int = 16  # the tensor cores' smallest M; decode tiles are padded up to it
     block_cols: int = 128
     block_inner: int = 128
-    splits: int = 8
+    splits: int | None = None
+    min_programs: int = 1024
     num_warps: int = 4
     num_stages: int = 4
 
@@ -70,50 +73,56 @@ def expert_tiles_matmul_reference(tiles: jax.Array, tile_expert: jax.Array, w: j
     return jax.vmap(one_tile)(tiles, tile_expert)
 
 
-def _kernel(expert_ref, x_ref, w_ref, scales_ref, out_ref, *, shape: KernelShape, split_size: int,
-            splits_per_block: int):
-    """One program: rows `r`, columns `c` of tile i, input part s → out[s, i, r, c] (float32)."""
-    tile_split, row_block, col_block = pl.program_id(0), pl.program_id(1), pl.program_id(2)
+def _kernel(expert_ref, x_ref, w_ref, scales_ref, out_ref, *, shape: KernelShape, units: int):
+    """One program: rows r and columns c of tile i from input part s → out[s, i, r, c] (float32).
+
+    The input dimension is cut into `units` equal units, each inside one scale block and one part;
+    a unit's product is summed over inner blocks, then scaled by its block's scales.
+    """
+    row_block, tile_split, col_block = pl.program_id(0), pl.program_id(1), pl.program_id(2)
     tile, split = tile_split // shape.splits, tile_split % shape.splits
     expert = expert_ref[tile]
     rows = pl.ds(pl.multiple_of(row_block * shape.block_rows, shape.block_rows), shape.block_rows)
     cols = pl.ds(pl.multiple_of(col_block * shape.block_cols, shape.block_cols), shape.block_cols)
-    num_experts = w_ref.shape[0]
+    num_experts, size_in, blocks = w_ref.shape[0], w_ref.shape[1], scales_ref.shape[1]
+    unit_size, units_per_split = size_in // units, units // shape.splits
+    zeros = jnp.zeros((shape.block_rows, shape.block_cols), jnp.float32)
 
     @pl.when(expert < num_experts)
     def _multiply():
-        def step(k, acc):
-            start = pl.multiple_of(split * split_size + k * shape.block_inner, shape.block_inner)
-            inner = pl.ds(start, shape.block_inner)
-            x = x_ref[tile, rows, inner]  # [block_rows, block_inner]
-            w = w_ref[expert, inner, cols].astype(x.dtype)  # int8 → bfloat16 in registers (exact)
-            return acc + jnp.dot(x, w, preferred_element_type=jnp.float32)
+        def unit(u, acc):
+            first = (split * units_per_split + u) * unit_size
 
-        acc = jax.lax.fori_loop(0, split_size // shape.block_inner, step,
-                                jnp.zeros((shape.block_rows, shape.block_cols), jnp.float32))
-        scale = scales_ref[expert, split // splits_per_block, cols].astype(jnp.float32)  # [block_cols]
-        out_ref[split, tile, rows, cols] = acc * scale[None, :]
+            def step(k, part):
+                inner = pl.ds(pl.multiple_of(first + k * shape.block_inner, shape.block_inner), shape.block_inner)
+                x = x_ref[tile, rows, inner]  # [block_rows, block_inner]
+                w = w_ref[expert, inner, cols].astype(x.dtype)  # int8 → bfloat16 in registers (exact)
+                return part + jnp.dot(x, w, preferred_element_type=jnp.float32)
+
+            part = jax.lax.fori_loop(0, unit_size // shape.block_inner, step, zeros)
+            scale = scales_ref[expert, first // (size_in // blocks), cols].astype(jnp.float32)  # [block_cols]
+            return acc + part * scale[None, :]
+
+        out_ref[split, tile, rows, cols] = jax.lax.fori_loop(0, units_per_split, unit, zeros)
 
     @pl.when(expert >= num_experts)
     def _spare():
-        out_ref[split, tile, rows, cols] = jnp.zeros((shape.block_rows, shape.block_cols), jnp.float32)
+        out_ref[split, tile, rows, cols] = zeros
 
 
 def _pallas_forward(tiles, tile_expert, w, scales, dtype, shape: KernelShape, interpret: bool):
     num_tiles, rows, size_in = tiles.shape
     size_out, blocks = w.shape[-1], scales.shape[-2]
-    padded_rows = -(-rows // shape.block_rows) * shape.block_rows
-    splits = shape.splits
-    if splits % blocks or size_in % (splits * shape.block_inner) or size_out % shape.block_cols:
+    units = max(shape.splits, blocks)
+    if units % shape.splits or units % blocks or size_in % (units * shape.block_inner) or size_out % shape.block_cols:
         raise ValueError(f"kernel shape {shape} does not divide a [{size_in}, {size_out}] matrix "
                          f"with {blocks} scale blocks")
+    padded_rows = -(-rows // shape.block_rows) * shape.block_rows
     x = jnp.pad(tiles.astype(dtype), ((0, 0), (0, padded_rows - rows), (0, 0)))
-    kernel = functools.partial(_kernel, shape=shape, split_size=size_in // splits,
-                               splits_per_block=splits // blocks)
     partials = pl.pallas_call(
-        kernel,
-        out_shape=jax.ShapeDtypeStruct((splits, num_tiles, padded_rows, size_out), jnp.float32),
-        grid=(num_tiles * splits, padded_rows // shape.block_rows, size_out // shape.block_cols),
+        functools.partial(_kernel, shape=shape, units=units),
+        out_shape=jax.ShapeDtypeStruct((shape.splits, num_tiles, padded_rows, size_out), jnp.float32),
+        grid=(padded_rows // shape.block_rows, num_tiles * shape.splits, size_out // shape.block_cols),
         compiler_params=_triton_params(shape),
         interpret=interpret,
     )(tile_expert.astype(jnp.int32), x, w, scales)
@@ -128,15 +137,19 @@ def _triton_params(shape: KernelShape):
     return pl_triton.CompilerParams(num_warps=shape.num_warps, num_stages=shape.num_stages)
 
 
-def _fit(shape: KernelShape, rows: int, size_in: int, size_out: int, blocks: int) -> KernelShape:
-    """Blocks no larger than the problem; at most shape.splits input parts, a multiple of the scale
-    blocks, each a whole number of inner blocks (a shape that still does not divide is refused later)."""
+def _fit(shape: KernelShape, num_tiles: int, rows: int, size_in: int, size_out: int, blocks: int) -> KernelShape:
+    """Blocks no larger than the problem, and the number of parts (a shape that still does not divide
+    is refused by _pallas_forward)."""
     block_rows = min(shape.block_rows, max(16, pl.next_power_of_2(rows)))
+    block_cols = min(shape.block_cols, size_out)
     inner = min(shape.block_inner, size_in // blocks)
-    steps = size_in // inner
-    fitting = [s for s in range(blocks, shape.splits + 1, blocks) if steps % s == 0]
-    return dataclasses.replace(shape, block_rows=block_rows, block_cols=min(shape.block_cols, size_out),
-                               block_inner=inner, splits=max(fitting, default=blocks))
+    splits = shape.splits
+    if splits is None:
+        programs = num_tiles * -(-rows // block_rows) * (size_out // block_cols)
+        splits = 1
+        while programs * splits < shape.min_programs and size_in % (2 * splits * inner) == 0:
+            splits *= 2
+    return dataclasses.replace(shape, block_rows=block_rows, block_cols=block_cols, block_inner=inner, splits=splits)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
@@ -166,7 +179,7 @@ def expert_tiles_matmul(tiles: jax.Array, tile_expert: jax.Array, w: jax.Array, 
     tile_expert [T] int (≥ E: a spare tile, output zeros), w [E, in, out] int8, scales
     [E, blocks, out]. interpret=None runs the Triton kernel on a GPU and the interpreter elsewhere.
     """
-    shape = _fit(shape or KernelShape(), tiles.shape[1], *w.shape[-2:], scales.shape[-2])
+    shape = _fit(shape or KernelShape(), *tiles.shape[:2], *w.shape[-2:], scales.shape[-2])
     if interpret is None:
         interpret = jax.default_backend() != "gpu"
     return _expert_tiles_matmul(tiles, tile_expert, w, scales, dtype, shape, interpret)
