@@ -35,9 +35,8 @@ from grok_mini import GrokConfig, moe
 
 TOP_K = 2
 DISPATCH = {
-    "sparse": moe.sparse_moe,  # on a GPU with int8 weights: the Pallas kernel at decode, the XLA scan at prefill
-    "sparse (XLA scan)": functools.partial(moe.sparse_moe, int8_kernel=False),
-    "sparse (kernel)": functools.partial(moe.sparse_moe, int8_kernel=True),
+    "sparse": moe.sparse_moe,  # on a GPU with int8 weights, decode batches take the kernel or all experts batched
+    "sparse (XLA scan)": functools.partial(moe.sparse_moe, int8_kernel=False),  # the tiles' scan at every size
     "ragged": moe.ragged_moe,
     "dense": lambda experts, x, gates, ids: moe.dense_moe(
         experts, x, moe.gate_matrix(gates, ids, experts.linear.w[...].shape[0])),
@@ -243,7 +242,7 @@ def expert_bytes(experts: moe.Experts) -> int:
 def gpu_main(args):
     smoke = args.smoke
     width, ffn = (64, 128) if smoke else (6144, 32768)
-    prefill, decode = (64, [1, 8]) if smoke else (2048, [1, 8, 32, 64])
+    prefill, decode = (64, [1, 8]) if smoke else (2048, [1, 4, 8, 32, 64])
     copy_mb, matmul_n = (16, 256) if smoke else (4096, 8192)
     device = jax.devices()[0]
     lines = [f"# MoE dispatch on {device.device_kind} ({jax.default_backend()}), jax {jax.__version__}"
@@ -283,7 +282,7 @@ def gpu_main(args):
         selected = len(set(jax.device_get(ids).reshape(-1).tolist()))
         needed_bytes = selected * per_expert
         flops = 2 * n * TOP_K * 3 * width * ffn
-        variants = [("sparse", None), ("sparse (kernel)" if case == "prefill" else "sparse (XLA scan)", None)]
+        variants = [("sparse", None)] + ([("sparse (XLA scan)", None)] if case == "decode" else [])
         variants += [("dense", None), ("official", None), ("ragged", None), ("capacity (dropless)", None)]
         variants += [("sparse", 128), ("sparse", 512)] if case == "prefill" else []
         variants = [(m, tile) for m, tile in variants if args.methods is None or m in args.methods or m == "official"]

@@ -33,30 +33,23 @@ class KernelShape:
     """How the work is cut into programs; each computes a [block_rows, block_cols] piece of one tile
     from one of `splits` parts of the input dimension (float32 partial sums, added afterwards).
 
-    Programs that share a weight block differ only in their rows and run side by side, so a tile
-    taller than block_rows still reads its weights from memory about once (the rest hits the L2).
     splits=None: the fewest parts (a power of two) that give at least min_programs programs, so that
     every multiprocessor has work even for a matrix with few output columns (Grok-1's down
     projection: 6144). Block sizes are powers of two (a Triton requirement).
     """
 
-    block_rows: int = 16  # the tensor cores' smallest M; decode tiles are padded up to it
+    block_rows: int = 64  # at most: a tile's rows padded to a power of two ≥ 16 (the tensor cores' M)
     block_cols: int = 128
-    block_inner: int = 128
+    block_inner: int = 64
     splits: int | None = None
     min_programs: int = 1024
     num_warps: int = 4
     num_stages: int = 4
 
 
-MAX_DECODE_ROWS = 64
-
-
-def use_kernel(scales: jax.Array | None, tile_rows: int) -> bool:
-    """The default: the kernel for int8 weights on a GPU at decode (tiles of at most 64 rows, which
-    one program covers, so each weight byte is read once per tile); the plain XLA product otherwise.
-    Prefill tiles (256 rows) are compute-bound, and XLA's own matmul is faster there (RESULTS.md)."""
-    return scales is not None and jax.default_backend() == "gpu" and tile_rows <= MAX_DECODE_ROWS
+def use_kernel(scales: jax.Array | None) -> bool:
+    """The default: the kernel for int8 weights on a GPU, the plain XLA product otherwise."""
+    return scales is not None and jax.default_backend() == "gpu"
 
 
 def expert_tiles_matmul_reference(tiles: jax.Array, tile_expert: jax.Array, w: jax.Array, scales: jax.Array,

@@ -209,6 +209,9 @@ def default_tile_rows() -> int:
     return 128 if jax.default_backend() == "cpu" else 256
 
 
+MAX_DECODE_TOKENS = 64  # at most this many tokens: decode, bound by reading the expert weights
+
+
 def sparse_moe(experts: Experts, x: jax.Array, gates: jax.Array, expert_ids: jax.Array, *,
                tile_rows: int | None = None, int8_kernel: bool | None = None) -> jax.Array:
     """Dropless sparse dispatch: x [N, D], gates and expert_ids [N, k] → [N, D].
@@ -218,12 +221,23 @@ def sparse_moe(experts: Experts, x: jax.Array, gates: jax.Array, expert_ids: jax
     distinct (top-k), so an expert gets at most N copies, and whatever the routing at most
     min((M + E·(t-1)) // t, M, E·ceil(N/t)) tiles hold rows (static shape); spare tiles are zeros.
     Compute: about M + E·t/2 rows instead of N·E (dense) or M·E (official).
-    int8_kernel: run the tiles with the Pallas kernel (int8 weights only); None = `kernels.use_kernel`
-    (a GPU at decode).
+
+    int8_kernel (None: `kernels.use_kernel`, i.e. int8 weights on a GPU) changes how decode batches
+    (N ≤ MAX_DECODE_TOKENS) run, the fastest measured way (benchmarks/RESULTS.md): with fewer copies
+    than experts the tiles go through the Pallas kernel, which reads only the chosen experts' int8
+    weights; with more, most experts are in use and one product batched over all experts
+    (`capacity_moe` with room for every copy, so still dropless) reads each expert once.
     """
     num_experts, dtype = experts.linear.w.shape[0], experts.dtype
+    n, k = expert_ids.shape
+    if int8_kernel is None:
+        int8_kernel = kernels.use_kernel(experts.linear.scales)
+    decode = int8_kernel and n <= MAX_DECODE_TOKENS
+    if decode and n * k > num_experts:
+        return capacity_moe(experts, x, gates, expert_ids, capacity_factor=num_experts / k)[0]
+
     copies, ids = _token_copies(x, expert_ids, dtype)  # [M, D], [M]
-    n, m = x.shape[0], ids.shape[0]
+    m = ids.shape[0]
     t = min(tile_rows or default_tile_rows(), n)
     num_tiles = min((m + num_experts * (t - 1)) // t, m, num_experts * -(-n // t))
 
@@ -234,9 +248,7 @@ def sparse_moe(experts: Experts, x: jax.Array, gates: jax.Array, expert_ids: jax
     tiles = jnp.zeros((num_tiles * t, copies.shape[-1]), dtype).at[slot].add(copies)  # slots are distinct
 
     owner = jnp.sum(jnp.arange(num_tiles)[:, None] >= tile_end, axis=1)  # experts ending before: E for spare tiles
-    if int8_kernel is None:
-        int8_kernel = kernels.use_kernel(experts.linear.scales, t)
-    out = _run_tiles(experts, rearrange(tiles, "(T t) d -> T t d", t=t), owner, int8_kernel)
+    out = _run_tiles(experts, rearrange(tiles, "(T t) d -> T t d", t=t), owner, use_kernel=decode)
     return _combine(rearrange(out, "T t d -> (T t) d")[slot], gates)
 
 

@@ -44,7 +44,7 @@ from grok_mini.quant import QuantizedWeight8bit
 
 __all__ = ["MeshError", "AXES", "PARAMETER_RULES", "ACTIVATION_RULES", "make_mesh", "check_mesh", "partition_spec",
            "abstract_model", "param_sharding", "place", "shard_model", "shard_tokens", "shard_cache",
-           "read_tensor_mapped"]
+           "read_tensor_mapped", "without_kernel_on_several_devices"]
 
 DATA, EXPERT, MODEL = "data", "expert", "model"
 # The model axis comes last: neighbouring devices (the fastest links) share the most traffic,
@@ -248,6 +248,17 @@ def dequantized_slices(value: QuantizedWeight8bit, dtype) -> Callable[[tuple], n
     return read
 
 
+def without_kernel_on_several_devices(model: nnx.Module, mesh: Mesh | None) -> nnx.Module:
+    """Turn the MoE's GPU decode paths (the Pallas kernel) off when `mesh` spans several devices.
+
+    jit cannot split a Pallas call over a mesh: it would gather every expert stack onto every
+    device. The tiles' plain XLA scan splits like the rest of the model.
+    """
+    if mesh is not None and mesh.devices.size > 1:
+        model.set_attributes(int8_kernel=False, raise_if_not_found=False)
+    return model
+
+
 def shard_model(model: nnx.Module, mesh: Mesh) -> nnx.Module:
     """Move an in-memory model's parameters onto `mesh` by the rules (in place; returns the model)."""
     state = nnx.state(model, nnx.Param)
@@ -256,7 +267,7 @@ def shard_model(model: nnx.Module, mesh: Mesh) -> nnx.Module:
         value = variable.get_value()
         variable.set_value(jax.device_put(value, param_sharding(path, value.shape, mesh)))
     nnx.update(model, nnx.from_flat_state(flat))
-    return model
+    return without_kernel_on_several_devices(model, mesh)
 
 
 def _activation_sharding(name: str, shape: tuple[int, ...], mesh: Mesh) -> NamedSharding:

@@ -219,6 +219,7 @@ def _worker() -> dict:
             graphdef, state = nnx.split(loaded)
             logits = np.asarray(logits_of(graphdef, state, sharding.shard_tokens(reference["tokens"], mesh)))
             experts = loaded.decoder_layers[0].moe.experts
+            int8_kernel = loaded.decoder_layers[0].moe.int8_kernel
             out_scales = loaded.decoder_layers[0].multi_head_attention.linear.scales
             results[f"{name}/{'int8' if quantized else 'float32'}"] = {
                 "error": relative_error(logits, reference["logits"]),
@@ -228,6 +229,7 @@ def _worker() -> dict:
                 "out_scales_shard": None if out_scales is None else
                 list(out_scales.get_value().addressable_shards[0].data.shape),
                 "devices": len(experts.linear.w.get_value().sharding.device_set),
+                "int8_kernel": int8_kernel,
             }
             if name == "2x4" and quantized:
                 results["2x4/int8/greedy"] = generate(loaded, reference["tokens"][0], len(reference["greedy"])).tolist()
@@ -275,6 +277,8 @@ def test_official_logits_on_every_mesh(eight_devices, mesh, weights):
     assert result["gate_shard"] == [8 // expert, 128, 176 // model]  # [E, D, F] split as the rules say
     assert result["down_shard"] == [8 // expert, 176 // model, 128]
     assert result["devices"] == data * expert * model
+    # several devices: no Pallas kernel (jit cannot split it); one device: the default (None: on a GPU)
+    assert result["int8_kernel"] is (None if result["devices"] == 1 else False)
     if weights == "int8":
         assert result["out_scales_shard"] == [8 // model, 128]  # each device holds its rows' block scales
 
