@@ -74,15 +74,12 @@ def run(w, tiles, tile_expert, variant):
 
 KERNEL_SHAPES = {  # the default and one change at a time
     "kernel default": kernels.KernelShape(),
+    "kernel inner 128": kernels.KernelShape(block_inner=128),
     "kernel min_programs 512": kernels.KernelShape(min_programs=512),
     "kernel min_programs 2048": kernels.KernelShape(min_programs=2048),
-    "kernel splits 1": kernels.KernelShape(splits=1),
-    "kernel rows 32": kernels.KernelShape(block_rows=32),
-    "kernel rows 64": kernels.KernelShape(block_rows=64),
     "kernel cols 256": kernels.KernelShape(block_cols=256),
-    "kernel inner 64": kernels.KernelShape(block_inner=64),
-    "kernel inner 256": kernels.KernelShape(block_inner=256, num_stages=3),
-    "kernel 8 warps": kernels.KernelShape(block_cols=256, num_warps=8),
+    "kernel 3 stages": kernels.KernelShape(num_stages=3),
+    "kernel 8 warps": kernels.KernelShape(num_warps=8),
 }
 
 
@@ -97,6 +94,7 @@ def run_kernel(w, tiles, tile_expert, shape):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--kernel-only", action="store_true", help="only the Pallas kernel's block shapes")
+    parser.add_argument("--tokens", type=int, nargs="+", default=[1, 4, 8, 32, 64], help="decode batch sizes")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     def int8(shape, blocks):
@@ -109,7 +107,7 @@ def main():
     print(f"copy bandwidth {bandwidth / 1e9:,.0f} GB/s; one expert {expert_bytes / 1e9:.3f} GB")
     print("| tokens | experts read | variant | ms | bound ms | × bound |")
     print("| ---: | ---: | --- | ---: | ---: | ---: |")
-    for tokens in (1, 8, 32, 64):
+    for tokens in args.tokens:
         ids = np.stack([rng.choice(E, size=K, replace=False) for _ in range(tokens)])  # [tokens, K]
         used = sorted(set(ids.reshape(-1).tolist()))  # one tile of `tokens` rows per expert used
         tile_expert = jnp.asarray(used, jnp.int32)
