@@ -13,7 +13,9 @@ the same function (tests/test_moe.py checks values and gradients):
 - `sparse_moe` (the model's default): token copies are placed expert by expert into tiles of
   `tile_rows` rows (each tile holds one expert's rows) and a scan runs each tile through its own
   expert. Dropless, static shapes, about the needed FLOPs. The fastest here on CPU and, on one
-  H200, for prefill (benchmarks/RESULTS.md).
+  H200, for prefill. At decode on a GPU with int8 weights it takes the two faster ways measured
+  there (benchmarks/RESULTS.md): the tiles through a Pallas kernel (grok_mini/kernels.py) or,
+  once most experts are in use, all experts in one batched product.
 - `ragged_moe`: the same sort, then `jax.lax.ragged_dot` grouped matmuls. Equal, but on CPU
   ragged_dot is lowered as a dense masked product costing about E matmuls; on an H200 (jax 0.11.2)
   it was 2.5x slower than `sparse_moe` at prefill and faster at 64-token decode.
