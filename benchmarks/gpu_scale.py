@@ -58,6 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "dequantised temporaries, XLA workspace)")
     parser.add_argument("--dispatch", default=None,
                         help="MoE dispatch (grok_mini.moe.DISPATCHES; default: the model's own, sparse)")
+    parser.add_argument("--compare-scan", action="store_true",
+                        help="also time decode with the MoE's GPU decode paths off (int8_kernel=False)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, 4 simulated devices if no GPU")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
@@ -404,6 +406,12 @@ def main(args: argparse.Namespace) -> None:
                f"{gb(total_bytes)} / {bandwidth / GB:,.1f} GB/s; measured is {decode_ms / bound_all:,.1f}× this")
     report.add("decode bound, weights a token uses", f"{bound_active:,.1f} ms/token",
                f"{gb(active_bytes)} / {bandwidth / GB:,.1f} GB/s; measured is {decode_ms / bound_active:,.1f}× this")
+    if args.compare_scan:
+        model.set_attributes(int8_kernel=False)
+        scan_ms = run_model(model, mesh, config, args.batch, prompt_len, steps, report, args.seed)["decode_s"] * 1e3
+        report.add("decode, MoE by the tiles' scan (int8_kernel=False)", f"{scan_ms:,.1f} ms/token",
+                   f"{scan_ms / bound_active:,.1f}× the bound for the weights a token uses; the default is "
+                   f"{scan_ms / decode_ms:,.2f}× faster")
     if not args.smoke and layers < 64:
         report.note(f"64 layers on the same GPUs would scale decode to about {decode_ms * 64 / layers:,.0f} ms/token "
                     "(linear in layers; the embedding's share is small), if they fit.")

@@ -12,12 +12,16 @@ tiles[i] · dequantize(w[tile_expert[i]], scales[tile_expert[i]]), and zeros whe
 tile_expert[i] ≥ E (spare tiles). It runs with Pallas's Triton lowering on a GPU and in Pallas's
 interpreter elsewhere (slow; that is how the tests check it on a CPU). Its gradient is the plain
 XLA formulation's (`expert_tiles_matmul_reference`).
+
+jax 0.11 marks Pallas's Triton lowering deprecated (Mosaic GPU is its successor): a port would keep
+this function's contract, which tests/test_kernels.py pins down.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -130,12 +134,17 @@ def _triton_params(shape: KernelShape):
     return pl_triton.CompilerParams(num_warps=shape.num_warps, num_stages=shape.num_stages)
 
 
+def _power_of_two_dividing(size: int, at_most: int) -> int:
+    """The largest power of two that divides size and is at most at_most."""
+    return math.gcd(size, 1 << (at_most.bit_length() - 1))
+
+
 def _fit(shape: KernelShape, num_tiles: int, rows: int, size_in: int, size_out: int, blocks: int) -> KernelShape:
-    """Blocks no larger than the problem, and the number of parts (a shape that still does not divide
-    is refused by _pallas_forward)."""
+    """Power-of-two blocks that divide the problem (Grok-1's sizes keep the defaults), and the number
+    of parts (a shape given explicitly that does not divide is refused by _pallas_forward)."""
     block_rows = min(shape.block_rows, max(16, pl.next_power_of_2(rows)))
-    block_cols = min(shape.block_cols, size_out)
-    inner = min(shape.block_inner, size_in // blocks)
+    block_cols = _power_of_two_dividing(size_out, shape.block_cols)
+    inner = _power_of_two_dividing(size_in // blocks, shape.block_inner)
     splits = shape.splits
     if splits is None:
         programs = num_tiles * -(-rows // block_rows) * (size_out // block_cols)

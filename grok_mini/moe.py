@@ -35,6 +35,8 @@ import jax
 import jax.numpy as jnp
 from einops import rearrange
 from flax import nnx
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 from grok_mini import kernels
 from grok_mini.config import GrokConfig
@@ -162,11 +164,12 @@ def _expert_ffn(experts: Experts, rows: jax.Array, expert: jax.Array) -> jax.Arr
     return project(experts.linear_1, gelu_tanh(project(experts.linear, rows)) * project(experts.linear_v, rows))
 
 
-def _run_tiles(experts: Experts, tiles: jax.Array, tile_expert: jax.Array, use_kernel: bool) -> jax.Array:
+def _run_tiles(experts: Experts, tiles: jax.Array, tile_expert: jax.Array, use_kernel: bool,
+               mesh: Mesh | None = None) -> jax.Array:
     """tiles [T, t, D], tile_expert [T] (E for a spare tile) → [T, t, D]: each tile through its own expert's FFN.
 
-    use_kernel: three calls of the Pallas kernel (grok_mini/kernels.py), which reads only the chosen
-    experts' int8 weights, in place; the decode path on a GPU.
+    use_kernel: the Pallas kernel (grok_mini/kernels.py), which reads only the chosen experts' int8
+    weights, in place; the decode path on a GPU (`_kernel_ffn`, split over `mesh` if given).
     Otherwise a scan reads one expert's weights per tile, so a tile costs one [t, D] × [D, F] product
     per matrix and the weights of experts no tile points at are never read. No skipping by lax.cond:
     under autodiff a cond would rebuild the whole [E, D, F] weight gradient every tile, while a plain
@@ -174,10 +177,7 @@ def _run_tiles(experts: Experts, tiles: jax.Array, tile_expert: jax.Array, use_k
     pass, not a copy of every tile's expert weights.
     """
     if use_kernel:
-        def project(linear: Linear, h: jax.Array) -> jax.Array:
-            return kernels.expert_tiles_matmul(h, tile_expert, linear.w[...], linear.scales[...], experts.dtype)
-
-        return project(experts.linear_1, gelu_tanh(project(experts.linear, tiles)) * project(experts.linear_v, tiles))
+        return _kernel_ffn(experts, tiles, tile_expert, mesh)
 
     @functools.partial(jax.checkpoint, policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable)
     def one_tile(carry, tile):
@@ -186,6 +186,42 @@ def _run_tiles(experts: Experts, tiles: jax.Array, tile_expert: jax.Array, use_k
 
     spare_to_last = jnp.minimum(tile_expert, experts.linear.w.shape[0] - 1)  # zero rows: zero outputs anyway
     return jax.lax.scan(one_tile, None, (tiles, spare_to_last))[1]
+
+
+def _kernel_ffn(experts: Experts, tiles: jax.Array, tile_expert: jax.Array, mesh: Mesh | None) -> jax.Array:
+    """The expert FFN of every tile by three Pallas kernel calls.
+
+    On a mesh of several devices jit cannot split a Pallas call, so shard_map runs it on each
+    device's own slice of the weights (sharding.py's rules: experts over `expert`, FFN width over
+    `model`) with every tile: a device treats tiles of experts it does not hold as spare (zeros),
+    its down projection gives a partial sum over its FFN columns, and a psum over both axes adds
+    them up.
+    """
+    linears = (experts.linear, experts.linear_v, experts.linear_1)
+    weights = [array for linear in linears for array in (linear.w[...], linear.scales[...])]
+
+    def ffn(tiles, tile_expert, w, w_scales, v, v_scales, w1, w1_scales):
+        def project(h, weight, scales):
+            return kernels.expert_tiles_matmul(h, tile_expert, weight, scales, experts.dtype)
+
+        return project(gelu_tanh(project(tiles, w, w_scales)) * project(tiles, v, v_scales), w1, w1_scales)
+
+    if mesh is None or mesh.devices.size == 1:
+        return ffn(tiles, tile_expert, *weights)
+
+    from grok_mini import sharding  # not at the top: sharding imports the model, which imports this module
+
+    def on_device(tiles, tile_expert, *weights):
+        held = weights[0].shape[0]  # this device's experts: [first, first + held)
+        local = tile_expert - jax.lax.axis_index(sharding.EXPERT) * held
+        local = jnp.where((local >= 0) & (local < held), local, held)  # other devices' experts: spare
+        partial = ffn(tiles, local, *weights)
+        return jax.lax.psum(partial.astype(jnp.float32), (sharding.EXPERT, sharding.MODEL)).astype(partial.dtype)
+
+    names = [f"moe.experts.{name}.{part}" for name in ("linear", "linear_v", "linear_1") for part in ("w", "scales")]
+    specs = [sharding.partition_spec(name, array.shape, mesh) for name, array in zip(names, weights, strict=True)]
+    return jax.shard_map(on_device, mesh=mesh, in_specs=(P(), P(), *specs), out_specs=P(),
+                         check_vma=False)(tiles, tile_expert, *weights)
 
 
 def _all_experts(experts: Experts, buckets: jax.Array) -> jax.Array:
@@ -215,7 +251,7 @@ MAX_DECODE_TOKENS = 64  # at most this many tokens: decode, bound by reading the
 
 
 def sparse_moe(experts: Experts, x: jax.Array, gates: jax.Array, expert_ids: jax.Array, *,
-               tile_rows: int | None = None, int8_kernel: bool | None = None) -> jax.Array:
+               tile_rows: int | None = None, int8_kernel: bool | None = None, mesh: Mesh | None = None) -> jax.Array:
     """Dropless sparse dispatch: x [N, D], gates and expert_ids [N, k] → [N, D].
 
     The M = N·k token copies are laid out expert by expert, each expert's run padded to whole tiles
@@ -229,12 +265,13 @@ def sparse_moe(experts: Experts, x: jax.Array, gates: jax.Array, expert_ids: jax
     than experts the tiles go through the Pallas kernel, which reads only the chosen experts' int8
     weights; with more, most experts are in use and one product batched over all experts
     (`capacity_moe` with room for every copy, so still dropless) reads each expert once.
+    mesh: the device mesh the weights are split over (`sharding`), which the kernel needs to know.
     """
     num_experts, dtype = experts.linear.w.shape[0], experts.dtype
     n, k = expert_ids.shape
     if int8_kernel is None:
         int8_kernel = kernels.use_kernel(experts.linear.scales)
-    decode = int8_kernel and n <= MAX_DECODE_TOKENS
+    decode = int8_kernel and experts.linear.scales is not None and n <= MAX_DECODE_TOKENS  # int8 weights only
     if decode and n * k > num_experts:
         return capacity_moe(experts, x, gates, expert_ids, capacity_factor=num_experts / k)[0]
 
@@ -250,7 +287,7 @@ def sparse_moe(experts: Experts, x: jax.Array, gates: jax.Array, expert_ids: jax
     tiles = jnp.zeros((num_tiles * t, copies.shape[-1]), dtype).at[slot].add(copies)  # slots are distinct
 
     owner = jnp.sum(jnp.arange(num_tiles)[:, None] >= tile_end, axis=1)  # experts ending before: E for spare tiles
-    out = _run_tiles(experts, rearrange(tiles, "(T t) d -> T t d", t=t), owner, use_kernel=decode)
+    out = _run_tiles(experts, rearrange(tiles, "(T t) d -> T t d", t=t), owner, decode, mesh)
     return _combine(rearrange(out, "T t d -> (T t) d")[slot], gates)
 
 
@@ -338,9 +375,8 @@ class MoELayer(nnx.Module):
         self.dispatch = dispatch
         self.capacity_factor = capacity_factor
         self.tile_rows = tile_rows  # None: default_tile_rows() for the backend
-        # sparse with int8 weights: None = the Pallas kernel on a GPU (kernels.use_kernel); False on a
-        # multi-device mesh, where jit cannot split the kernel and would gather the experts everywhere
-        self.int8_kernel = None
+        self.int8_kernel = None  # sparse at decode with int8 weights: None = on a GPU (kernels.use_kernel)
+        self.mesh = None  # the mesh the weights are split over, set by sharding (the kernel runs per device)
         self.record_router = False  # model.set_attributes(record_router=True) keeps the logits
         _check_dispatch(dispatch)
 
@@ -354,7 +390,8 @@ class MoELayer(nnx.Module):
         gates, chosen = gates.reshape(flat.shape[0], -1), chosen.reshape(flat.shape[0], -1)  # [N, k]
         _check_dispatch(self.dispatch)
         if self.dispatch == "sparse":
-            out = sparse_moe(self.experts, flat, gates, chosen, tile_rows=self.tile_rows, int8_kernel=self.int8_kernel)
+            out = sparse_moe(self.experts, flat, gates, chosen, tile_rows=self.tile_rows, int8_kernel=self.int8_kernel,
+                             mesh=self.mesh)
         elif self.dispatch == "ragged":
             out = ragged_moe(self.experts, flat, gates, chosen)
         elif self.dispatch == "capacity":

@@ -44,7 +44,7 @@ from grok_mini.quant import QuantizedWeight8bit
 
 __all__ = ["MeshError", "AXES", "PARAMETER_RULES", "ACTIVATION_RULES", "make_mesh", "check_mesh", "partition_spec",
            "abstract_model", "param_sharding", "place", "shard_model", "shard_tokens", "shard_cache",
-           "read_tensor_mapped", "without_kernel_on_several_devices"]
+           "read_tensor_mapped", "tell_moe_the_mesh"]
 
 DATA, EXPERT, MODEL = "data", "expert", "model"
 # The model axis comes last: neighbouring devices (the fastest links) share the most traffic,
@@ -248,14 +248,12 @@ def dequantized_slices(value: QuantizedWeight8bit, dtype) -> Callable[[tuple], n
     return read
 
 
-def without_kernel_on_several_devices(model: nnx.Module, mesh: Mesh | None) -> nnx.Module:
-    """Turn the MoE's GPU decode paths (the Pallas kernel) off when `mesh` spans several devices.
-
-    jit cannot split a Pallas call over a mesh: it would gather every expert stack onto every
-    device. The tiles' plain XLA scan splits like the rest of the model.
-    """
+def tell_moe_the_mesh(model: nnx.Module, mesh: Mesh | None) -> nnx.Module:
+    """Give every MoE layer the mesh its weights are split over: jit cannot split the Pallas decode
+    kernel by itself (it would gather every expert stack onto every device), so the MoE runs it
+    with shard_map on each device's slice (moe._kernel_ffn)."""
     if mesh is not None and mesh.devices.size > 1:
-        model.set_attributes(int8_kernel=False, raise_if_not_found=False)
+        model.set_attributes(mesh=mesh, raise_if_not_found=False)
     return model
 
 
@@ -267,7 +265,7 @@ def shard_model(model: nnx.Module, mesh: Mesh) -> nnx.Module:
         value = variable.get_value()
         variable.set_value(jax.device_put(value, param_sharding(path, value.shape, mesh)))
     nnx.update(model, nnx.from_flat_state(flat))
-    return without_kernel_on_several_devices(model, mesh)
+    return tell_moe_the_mesh(model, mesh)
 
 
 def _activation_sharding(name: str, shape: tuple[int, ...], mesh: Mesh) -> NamedSharding:

@@ -114,8 +114,14 @@ def test_parts_are_chosen_to_fill_the_gpu():
     assert kernels._fit(kernels.KernelShape(), 2, 1, 6144, 32768, 1).splits == 2  # 512 programs → 2 parts
 
 
+def test_blocks_fit_sizes_that_are_not_powers_of_two():
+    """The fixture's FFN width 176 = 11 · 16: 16 columns a block; 88 rows per scale block: 8 deep."""
+    shape = kernels._fit(kernels.KernelShape(), 2, 1, 704, 176, 8)
+    assert (shape.block_cols, shape.block_inner) == (16, 8)
+
+
 def test_kernel_shape_that_does_not_divide_is_refused():
     w, scales = int8_stack(1)
     with pytest.raises(ValueError, match=r"does not divide a \[256, 64\] matrix"):
         kernels.expert_tiles_matmul(jnp.ones((1, 1, IN)), jnp.array([0]), w, scales,
-                                    shape=kernels.KernelShape(block_cols=48))
+                                    shape=kernels.KernelShape(splits=3))

@@ -32,6 +32,7 @@ F32_BOUND = 1e-4  # the fixture README's float32 bound
 # data × expert × model; the first six are the issue's data × model meshes.
 MESHES = {"1x1": (1, 1, 1), "1x2": (1, 1, 2), "2x2": (2, 1, 2), "1x8": (1, 1, 8), "2x4": (2, 1, 4),
           "8x1": (8, 1, 1), "expert8": (1, 8, 1), "data2-expert2-model2": (2, 2, 2)}
+KERNEL_MESHES = ("1x1", "1x8", "expert8", "data2-expert2-model2")
 
 
 # ---- the mesh ---------------------------------------------------------------------------------------
@@ -219,7 +220,7 @@ def _worker() -> dict:
             graphdef, state = nnx.split(loaded)
             logits = np.asarray(logits_of(graphdef, state, sharding.shard_tokens(reference["tokens"], mesh)))
             experts = loaded.decoder_layers[0].moe.experts
-            int8_kernel = loaded.decoder_layers[0].moe.int8_kernel
+            moe_mesh = loaded.decoder_layers[0].moe.mesh
             out_scales = loaded.decoder_layers[0].multi_head_attention.linear.scales
             results[f"{name}/{'int8' if quantized else 'float32'}"] = {
                 "error": relative_error(logits, reference["logits"]),
@@ -229,8 +230,13 @@ def _worker() -> dict:
                 "out_scales_shard": None if out_scales is None else
                 list(out_scales.get_value().addressable_shards[0].data.shape),
                 "devices": len(experts.linear.w.get_value().sharding.device_set),
-                "int8_kernel": int8_kernel,
+                "moe_knows_mesh": moe_mesh is mesh,
             }
+            if quantized and name in KERNEL_MESHES:  # 4 tokens: the decode path, Pallas kernel (interpreted)
+                loaded.set_attributes(int8_kernel=True)
+                logits = np.asarray(logits_of(*nnx.split(loaded), reference["tokens"][:, :2]))
+                results[f"{name}/int8/kernel"] = relative_error(logits, reference["logits"][:, :2])
+                loaded.set_attributes(int8_kernel=None)
             if name == "2x4" and quantized:
                 results["2x4/int8/greedy"] = generate(loaded, reference["tokens"][0], len(reference["greedy"])).tolist()
     # HF safetensors onto a mesh: the same arrays, laid out the same way, as from the release files.
@@ -277,10 +283,15 @@ def test_official_logits_on_every_mesh(eight_devices, mesh, weights):
     assert result["gate_shard"] == [8 // expert, 128, 176 // model]  # [E, D, F] split as the rules say
     assert result["down_shard"] == [8 // expert, 176 // model, 128]
     assert result["devices"] == data * expert * model
-    # several devices: no Pallas kernel (jit cannot split it); one device: the default (None: on a GPU)
-    assert result["int8_kernel"] is (None if result["devices"] == 1 else False)
+    assert result["moe_knows_mesh"] is (result["devices"] > 1)  # to run the Pallas kernel per device
     if weights == "int8":
         assert result["out_scales_shard"] == [8 // model, 128]  # each device holds its rows' block scales
+
+
+@pytest.mark.parametrize("mesh", KERNEL_MESHES)
+def test_decode_kernel_on_every_kind_of_mesh(eight_devices, mesh):
+    """The MoE's Pallas decode kernel per device (shard_map over expert and model axes), then psum."""
+    assert eight_devices[f"{mesh}/int8/kernel"] < F32_BOUND
 
 
 def test_greedy_through_the_kv_cache_on_a_2x4_mesh(eight_devices, reference):
