@@ -17,6 +17,8 @@ With an expert axis, run the MoE with `model.set_attributes(dispatch="dense")`: 
 applies its own experts and the outputs are summed across the axis. The default sparse dispatch
 picks an expert's weights by a traced index, and jit serves that by gathering every expert stack
 onto every device (right, but the all-gathers cost what expert parallelism was meant to save).
+Its GPU decode kernel is the exception: loading onto a mesh tells every MoE layer the mesh
+(`tell_moe_the_mesh`), and the kernel then runs on each device's own slice under shard_map.
 """
 
 from __future__ import annotations
