@@ -216,10 +216,14 @@ def _kernel_ffn(experts: Experts, tiles: jax.Array, tile_expert: jax.Array, mesh
         local = tile_expert - jax.lax.axis_index(sharding.EXPERT) * held
         local = jnp.where((local >= 0) & (local < held), local, held)  # other devices' experts: spare
         partial = ffn(tiles, local, *weights)
-        return jax.lax.psum(partial.astype(jnp.float32), (sharding.EXPERT, sharding.MODEL)).astype(partial.dtype)
+        summed = jax.lax.psum(partial.astype(jnp.float32), (sharding.EXPERT, sharding.MODEL))  # in float32
+        return summed.astype(partial.dtype)
 
     names = [f"moe.experts.{name}.{part}" for name in ("linear", "linear_v", "linear_1") for part in ("w", "scales")]
     specs = [sharding.partition_spec(name, array.shape, mesh) for name, array in zip(names, weights, strict=True)]
+    if specs[5][1] != specs[4][1]:  # each device must hold the scale blocks of its own linear_1 rows
+        raise ValueError(f"the MoE decode kernel needs linear_1's {weights[5].shape[1]} scale blocks split over the "
+                         f"model axis ({mesh.shape[sharding.MODEL]} devices) like its rows; set int8_kernel=False")
     return jax.shard_map(on_device, mesh=mesh, in_specs=(P(), P(), *specs), out_specs=P(),
                          check_vma=False)(tiles, tile_expert, *weights)
 

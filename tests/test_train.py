@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -195,15 +196,21 @@ def test_read_corpus_takes_a_file_or_a_folder(tmp_path):
 
 # ---- the CLI ------------------------------------------------------------------------------------
 
-def test_cli_train_resume_generate_tokenize(tmp_path, capsys):
+def cli_inputs(tmp_path) -> tuple[Path, Path, list[str]]:
+    """(a TINY config file, a 12-document corpus file, the CLI flags for FAST training)."""
     config_file = tmp_path / "tiny.json"
     config_file.write_text(json.dumps(TINY.to_dict()))
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n\n".join(text for _, text in embedded_corpus().documents[:12]))
-    run = tmp_path / "run"
-    common = ["--corpus", str(corpus), "--out", str(run), "--no-progress"]
     fast = ["--steps", "40", "--batch-size", "2", "--seq-len", "16", "--warmup-steps", "2", "--eval-windows", "2",
             "--eval-every", "2"]  # = FAST
+    return config_file, corpus, fast
+
+
+def test_cli_train_resume_generate_tokenize(tmp_path, capsys):
+    config_file, corpus, fast = cli_inputs(tmp_path)
+    run = tmp_path / "run"
+    common = ["--corpus", str(corpus), "--out", str(run), "--no-progress"]
     assert main(["train", "--config", str(config_file), *fast, "--until", "2", *common]) == 0
     assert main(["train", "--config", str(config_file), *fast, "--until", "2", *common]) == 1  # would overwrite
     assert "--resume" in capsys.readouterr().err
@@ -226,13 +233,8 @@ def test_cli_train_resume_generate_tokenize(tmp_path, capsys):
 
 
 def test_cli_demo_trains_plots_and_samples(tmp_path, capsys):
-    config_file = tmp_path / "tiny.json"
-    config_file.write_text(json.dumps(TINY.to_dict()))
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n\n".join(text for _, text in embedded_corpus().documents[:12]))
+    config_file, corpus, fast = cli_inputs(tmp_path)
     out = tmp_path / "demo"
-    fast = ["--steps", "40", "--batch-size", "2", "--seq-len", "16", "--warmup-steps", "2", "--eval-windows", "2",
-            "--eval-every", "2"]  # = FAST
     args = ["demo", "--config", str(config_file), "--corpus", str(corpus), "--out", str(out), *fast,
             "--max-new-tokens", "4", "--no-progress"]
     assert main(args) == 0
