@@ -10,7 +10,9 @@ several repeats after a warm-up (compilation excluded), with block_until_ready. 
 take turns within each repeat, so a busy machine slows them alike. Routing is uniform random
 (softmax over random logits, top-2), so every expert gets about N·k/E token copies.
 
-Methods (grok_mini/moe.py): sparse = `sparse_moe` (the model's default), ragged = `ragged_moe`
+Methods (grok_mini/moe.py): sparse = `sparse_moe` (the model's default; on a GPU with int8 weights, decode
+batches take the Pallas kernel or all experts batched), sparse (XLA scan) = the same with those decode paths
+off (`int8_kernel=False`), capacity (dropless) = `capacity_moe` with room for every copy, ragged = `ragged_moe`
 (jax.lax.ragged_dot), dense = `dense_moe` (the reference: every expert on every token),
 official = `official_dense_moe` (the xai-org/grok-1 formulation: every token copy through every expert).
 """
