@@ -58,6 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "dequantised temporaries, XLA workspace)")
     parser.add_argument("--dispatch", default=None,
                         help="MoE dispatch (grok_mini.moe.DISPATCHES; default: the model's own, sparse)")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="also trace 8 decode steps and write device time by kernel to this markdown file")
     parser.add_argument("--compare-scan", action="store_true",
                         help="also time decode with the MoE's GPU decode paths off (int8_kernel=False)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, 4 simulated devices if no GPU")
@@ -243,7 +245,7 @@ def cold_read_speed(path: Path) -> float | None:
 # ---- phase 6: prefill and decode --------------------------------------------------------------------
 
 def run_model(model, mesh, config: GrokConfig, batch: int, prompt_len: int, steps: int, report: Report,
-              seed: int) -> dict:
+              seed: int, profile: Path | None = None) -> dict:
     graphdef, state = nnx.split(model)
 
     def prefill(state, tokens, cache):
@@ -284,7 +286,39 @@ def run_model(model, mesh, config: GrokConfig, batch: int, prompt_len: int, step
         token, cache = decode_jit(state, token, cache)
     token.block_until_ready()
     decode_s = (time.perf_counter() - start) / steps
+    if profile is not None:
+        trace_dir = Path(profile).with_suffix(".trace")
+        with jax.profiler.trace(str(trace_dir)):
+            for _ in range(8):
+                token, cache = decode_jit(state, token, cache)
+            token.block_until_ready()
+        Path(profile).write_text(device_time_by_kernel(trace_dir, steps=8))
     return {"prefill_s": prefill_s, "decode_s": decode_s}
+
+
+def device_time_by_kernel(trace_dir: Path, steps: int, top: int = 30) -> str:
+    """Markdown: the first GPU's timelines in a jax.profiler trace, and its kernels by total time per step."""
+    data = jax.profiler.ProfileData.from_file(str(sorted(Path(trace_dir).rglob("*.xplane.pb"))[-1]))
+    planes = [plane for plane in data.planes if plane.name.startswith("/device:GPU:0")]
+    if not planes:
+        return "no GPU plane in the trace; planes: " + ", ".join(plane.name for plane in data.planes) + "\n"
+    lines = [f"# Decode, device time on {planes[0].name} over {steps} steps", "",
+             "| timeline | events | busy ms per step | span ms per step |", "| --- | ---: | ---: | ---: |"]
+    by_kernel = {}
+    for line in planes[0].lines:
+        events = list(line.events)
+        if not events:
+            continue
+        busy = sum(e.duration_ns for e in events)
+        span = max(e.start_ns + e.duration_ns for e in events) - min(e.start_ns for e in events)
+        lines.append(f"| {line.name} | {len(events)} | {busy / steps / 1e6:.2f} | {span / steps / 1e6:.2f} |")
+        if line.name.startswith("Stream"):  # the kernels as the GPU ran them
+            for e in events:
+                by_kernel[e.name] = by_kernel.get(e.name, 0) + e.duration_ns
+    lines += ["", "| kernel (stream timelines) | ms per step |", "| --- | ---: |"]
+    for name, ns in sorted(by_kernel.items(), key=lambda item: -item[1])[:top]:
+        lines.append(f"| {name[:100]} | {ns / steps / 1e6:.3f} |")
+    return "\n".join(lines) + "\n"
 
 
 def weight_bytes_per_device(model, config: GrokConfig) -> tuple[int, int]:
@@ -394,7 +428,7 @@ def main(args: argparse.Namespace) -> None:
     prompt_len = args.prompt_len or (16 if args.smoke else 256)
     steps = args.decode_steps or (8 if args.smoke else 32)
     try:
-        timing = run_model(model, mesh, config, args.batch, prompt_len, steps, report, args.seed)
+        timing = run_model(model, mesh, config, args.batch, prompt_len, steps, report, args.seed, args.profile)
     except Exception as error:  # an OOM should still leave the load numbers in the report
         report.note(f"prefill/decode failed: {type(error).__name__}: {str(error).splitlines()[0][:300]}")
         return
