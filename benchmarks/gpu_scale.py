@@ -33,6 +33,7 @@ import math
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -287,7 +288,7 @@ def run_model(model, mesh, config: GrokConfig, batch: int, prompt_len: int, step
     token.block_until_ready()
     decode_s = (time.perf_counter() - start) / steps
     if profile is not None:
-        trace_dir = Path(profile).with_suffix(".trace")
+        trace_dir = Path(tempfile.mkdtemp(prefix="grok-decode-trace-"))  # large: kept out of the report's folder
         with jax.profiler.trace(str(trace_dir)):
             for _ in range(8):
                 token, cache = decode_jit(state, token, cache)
