@@ -247,7 +247,7 @@ def load_checkpoint(path: str | Path, config: GrokConfig, *, dtype=jnp.bfloat16,
         # this wait the reading runs ahead of them and host memory fills up with pending files.
         jax.block_until_ready(previous)
         previous = placed
-    return sharding.tell_moe_the_mesh(nnx.merge(graphdef, nnx.from_flat_state(flat)), mesh)
+    return sharding.tell_model_the_mesh(nnx.merge(graphdef, nnx.from_flat_state(flat)), mesh)
 
 
 def _pickle_release(value) -> bytes:

@@ -343,4 +343,4 @@ def load_hf(path: str | Path, config: GrokConfig | None = None, *, dtype=jnp.bfl
         variable.set_value(sharding.place(param, target.shape, read_slice, mesh))
         jax.block_until_ready(previous)  # asynchronous copies keep their host slices: at most two pending
         previous = variable.get_value()
-    return nnx.merge(graphdef, nnx.from_flat_state(flat))
+    return sharding.tell_model_the_mesh(nnx.merge(graphdef, nnx.from_flat_state(flat)), mesh)

@@ -77,11 +77,20 @@ class Grok(nnx.Module):
         self.decoder_layers = nnx.List(
             [DecoderLayer(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs) for _ in range(config.num_layers)])
         self.rms_norm = RMSNorm(config.emb_size)  # final norm
+        self.mesh = None  # the mesh the weights are split over, set by sharding.tell_model_the_mesh
 
     def init_cache(self, batch: int, length: int | None = None) -> list[KVCache]:
         """An empty KV cache for `length` positions (default: the config's sequence_len)."""
         length = self.config.sequence_len if length is None else length
         return [KVCache.empty(batch, length, self.config, self.dtype) for _ in self.decoder_layers]
+
+    def _whole_width(self, h: jax.Array) -> jax.Array:
+        """On a mesh: the residual stream [B, T, D] whole along D on every device (sharding.py says why)."""
+        if self.mesh is None:
+            return h
+        from grok_mini import sharding  # not at the top: sharding imports this module
+
+        return jax.lax.with_sharding_constraint(h, sharding.activation_sharding("residual", h.shape, self.mesh))
 
     def __call__(self, tokens: jax.Array, cache: list[KVCache] | None = None):
         cfg = self.config
@@ -94,9 +103,11 @@ class Grok(nnx.Module):
 
         embedding = self.in_out_embed[...]
         h = embedding[tokens].astype(self.dtype) * jnp.asarray(cfg.embedding_multiplier_scale, self.dtype)
+        h = self._whole_width(h)
         new_cache = []
         for i, layer in enumerate(self.decoder_layers):
             h, layer_cache = layer(h, positions, key_mask, None if cache is None else cache[i])
+            h = self._whole_width(h)
             new_cache.append(layer_cache)
         h = self.rms_norm(h)
         logits = jnp.einsum("btd,vd->btv", h, embedding.astype(self.dtype))

@@ -18,7 +18,7 @@ applies its own experts and the outputs are summed across the axis. The default 
 picks an expert's weights by a traced index, and jit serves that by gathering every expert stack
 onto every device (right, but the all-gathers cost what expert parallelism was meant to save).
 Its GPU decode kernel is the exception: loading onto a mesh tells every MoE layer the mesh
-(`tell_moe_the_mesh`), and the kernel then runs on each device's own slice under shard_map.
+(`tell_model_the_mesh`), and the kernel then runs on each device's own slice under shard_map.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from grok_mini.quant import QuantizedWeight8bit
 
 __all__ = ["MeshError", "AXES", "PARAMETER_RULES", "ACTIVATION_RULES", "make_mesh", "check_mesh", "partition_spec",
            "abstract_model", "param_sharding", "place", "shard_model", "shard_tokens", "shard_cache",
-           "read_tensor_mapped", "tell_moe_the_mesh"]
+           "read_tensor_mapped", "tell_model_the_mesh", "activation_sharding"]
 
 DATA, EXPERT, MODEL = "data", "expert", "model"
 # The model axis comes last: neighbouring devices (the fastest links) share the most traffic,
@@ -250,10 +250,16 @@ def dequantized_slices(value: QuantizedWeight8bit, dtype) -> Callable[[tuple], n
     return read
 
 
-def tell_moe_the_mesh(model: nnx.Module, mesh: Mesh | None) -> nnx.Module:
-    """Give every MoE layer the mesh its weights are split over: jit cannot split the Pallas decode
-    kernel by itself (it would gather every expert stack onto every device), so the MoE runs it
-    with shard_map on each device's slice (moe._kernel_ffn)."""
+def tell_model_the_mesh(model: nnx.Module, mesh: Mesh | None) -> nnx.Module:
+    """Give the model the mesh its weights are split over (a mesh of several devices only).
+
+    Grok then keeps its residual stream whole along the width on every device (ACTIVATION_RULES
+    "residual"): left to itself, jit splits it like the embedding's columns, and every RMSNorm,
+    the router and each attention input then cost a collective of their own (~9 a layer instead of
+    2, which dominated decode on 4 GPUs). The MoE runs its Pallas decode kernel, which jit cannot
+    split by itself (it would gather every expert stack onto every device), with shard_map on
+    each device's slice (moe._kernel_ffn).
+    """
     if mesh is not None and mesh.devices.size > 1:
         model.set_attributes(mesh=mesh, raise_if_not_found=False)
     return model
@@ -267,24 +273,25 @@ def shard_model(model: nnx.Module, mesh: Mesh) -> nnx.Module:
         value = variable.get_value()
         variable.set_value(jax.device_put(value, param_sharding(path, value.shape, mesh)))
     nnx.update(model, nnx.from_flat_state(flat))
-    return tell_moe_the_mesh(model, mesh)
+    return tell_model_the_mesh(model, mesh)
 
 
-def _activation_sharding(name: str, shape: tuple[int, ...], mesh: Mesh) -> NamedSharding:
+def activation_sharding(name: str, shape: tuple[int, ...], mesh: Mesh) -> NamedSharding:
+    """The layout of activation `name` (ACTIVATION_RULES) with `shape` on `mesh`."""
     return NamedSharding(mesh, _fit(ACTIVATION_RULES[name], shape, mesh))
 
 
 def shard_tokens(tokens, mesh: Mesh) -> jax.Array:
     """Token ids [B, T] with the batch split over data (copied when B does not divide evenly)."""
     tokens = np.asarray(tokens)
-    return jax.device_put(tokens, _activation_sharding("tokens", tokens.shape, mesh))
+    return jax.device_put(tokens, activation_sharding("tokens", tokens.shape, mesh))
 
 
 def shard_cache(cache: list, mesh: Mesh) -> list:
     """A KV cache (one KVCache per layer) laid out by ACTIVATION_RULES: batch over data, heads over model."""
     def put(layer):
         return type(layer)(**{name: jax.device_put(getattr(layer, name),
-                                                   _activation_sharding(f"kv_cache.{name}", getattr(layer, name).shape,
+                                                   activation_sharding(f"kv_cache.{name}", getattr(layer, name).shape,
                                                                         mesh))
                               for name in ("k", "v", "key_mask", "step")})
 

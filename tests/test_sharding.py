@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -239,6 +240,13 @@ def _worker() -> dict:
                 loaded.set_attributes(int8_kernel=None)
             if name == "2x4" and quantized:
                 results["2x4/int8/greedy"] = generate(loaded, reference["tokens"][0], len(reference["greedy"])).tolist()
+    # One decode step on a 1x4 mesh: how many collectives the compiled program runs.
+    mesh = make_mesh(model=4, devices=jax.devices()[:4])
+    graphdef, state = nnx.split(load_checkpoint(FIXTURE, config, dtype=jnp.float32, quantized=True, mesh=mesh))
+    hlo = jax.jit(lambda s, t: nnx.merge(graphdef, s)(t)).lower(
+        state, sharding.shard_tokens(reference["tokens"][:1, :1], mesh)).compile().as_text()
+    collective = r"= \S+ (all-reduce|all-gather|reduce-scatter|all-to-all)(-start)?\("
+    results["collectives_1x4"] = len(re.findall(collective, hlo))
     # HF safetensors onto a mesh: the same arrays, laid out the same way, as from the release files.
     import tempfile
 
@@ -292,6 +300,13 @@ def test_official_logits_on_every_mesh(eight_devices, mesh, weights):
 def test_decode_kernel_on_every_kind_of_mesh(eight_devices, mesh):
     """The MoE's Pallas decode kernel per device (shard_map over expert and model axes), then psum."""
     assert eight_devices[f"{mesh}/int8/kernel"] < F32_BOUND
+
+
+def test_a_layer_costs_two_all_reduces_on_a_model_axis(eight_devices):
+    """The residual stream stays whole along the width: per layer one all-reduce after attention and
+    one after the MoE; then one each for the embedding and the logits (4 layers here). Left to jit, the
+    width stays split and every norm, the router and the attention input add their own (38 here)."""
+    assert eight_devices["collectives_1x4"] <= 2 * 4 + 2
 
 
 def test_greedy_through_the_kv_cache_on_a_2x4_mesh(eight_devices, reference):
