@@ -17,8 +17,9 @@ With an expert axis, run the MoE with `model.set_attributes(dispatch="dense")`: 
 applies its own experts and the outputs are summed across the axis. The default sparse dispatch
 picks an expert's weights by a traced index, and jit serves that by gathering every expert stack
 onto every device (right, but the all-gathers cost what expert parallelism was meant to save).
-Its GPU decode kernel is the exception: loading onto a mesh tells every MoE layer the mesh
-(`tell_model_the_mesh`), and the kernel then runs on each device's own slice under shard_map.
+Its GPU decode kernel is the exception: loading onto a mesh tells the model the mesh
+(`tell_model_the_mesh`), the kernel then runs on each device's own slice under shard_map, and
+the residual stream is kept whole along the width (two all-reduces a layer).
 """
 
 from __future__ import annotations
