@@ -63,9 +63,8 @@ def expert_tiles_matmul_reference(tiles: jax.Array, tile_expert: jax.Array, w: j
     num_experts = w.shape[0]
 
     def one_tile(rows, expert):
-        out = matmul(rows, w[jnp.minimum(expert, num_experts - 1)], scales[jnp.minimum(expert, num_experts - 1)],
-                     dtype)
-        return jnp.where(expert < num_experts, out, 0).astype(dtype)
+        held = jnp.minimum(expert, num_experts - 1)  # a spare tile borrows the last expert, then gives zeros
+        return jnp.where(expert < num_experts, matmul(rows, w[held], scales[held], dtype), 0).astype(dtype)
 
     return jax.vmap(one_tile)(tiles, tile_expert)
 

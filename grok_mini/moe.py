@@ -197,8 +197,8 @@ def _kernel_ffn(experts: Experts, tiles: jax.Array, tile_expert: jax.Array, mesh
     its down projection gives a partial sum over its FFN columns, and a psum over both axes adds
     them up.
     """
-    linears = (experts.linear, experts.linear_v, experts.linear_1)
-    weights = [array for linear in linears for array in (linear.w[...], linear.scales[...])]
+    linears = {"linear": experts.linear, "linear_v": experts.linear_v, "linear_1": experts.linear_1}
+    weights = [array for linear in linears.values() for array in (linear.w[...], linear.scales[...])]
 
     def ffn(tiles, tile_expert, w, w_scales, v, v_scales, w1, w1_scales):
         def project(h, weight, scales):
@@ -219,7 +219,7 @@ def _kernel_ffn(experts: Experts, tiles: jax.Array, tile_expert: jax.Array, mesh
         summed = jax.lax.psum(partial.astype(jnp.float32), (sharding.EXPERT, sharding.MODEL))  # in float32
         return summed.astype(partial.dtype)
 
-    names = [f"moe.experts.{name}.{part}" for name in ("linear", "linear_v", "linear_1") for part in ("w", "scales")]
+    names = [f"moe.experts.{name}.{part}" for name in linears for part in ("w", "scales")]
     specs = [sharding.partition_spec(name, array.shape, mesh) for name, array in zip(names, weights, strict=True)]
     if specs[5][1] != specs[4][1]:  # each device must hold the scale blocks of its own linear_1 rows
         raise ValueError(f"the MoE decode kernel needs linear_1's {weights[5].shape[1]} scale blocks split over the "
