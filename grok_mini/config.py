@@ -8,10 +8,11 @@ memory) is derived from these fields.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 from typing import ClassVar
+
+from grok_mini.files import read_json
 
 __all__ = ["GrokConfig", "ConfigError", "PRESETS", "preset"]
 
@@ -48,16 +49,20 @@ class GrokConfig:
             if not ok:
                 raise ConfigError(f"GrokConfig: {message}")
 
-        for name in ("vocab_size", "emb_size", "key_size", "num_q_heads", "num_kv_heads",
-                     "num_layers", "num_experts", "num_selected_experts", "sequence_len"):
+        # Types and ranges first, one field at a time, so the checks below only see numbers.
+        for name, largest in _INT_LIMITS.items():
             value = getattr(self, name)
-            need(isinstance(value, int) and not isinstance(value, bool) and value > 0,
-                 f"{name} must be a positive integer, got {value!r}")
-        for name in ("widening_factor", "attn_output_multiplier", "embedding_multiplier_scale",
-                     "output_multiplier_scale"):
+            need(_is_int(value) and 0 < value <= largest,
+                 f"{name} must be a positive integer ≤ {largest:,}, got {shown(value)}")
+        for name, largest in _FLOAT_LIMITS.items():
             value = getattr(self, name)
-            need(isinstance(value, (int, float)) and math.isfinite(value) and value > 0,
-                 f"{name} must be a positive number, got {value!r}")
+            need(_is_number(value) and math.isfinite(value) and 0 < value <= largest,
+                 f"{name} must be a number > 0 and ≤ {largest:g}, got {shown(value)}")
+        for name in ("pad_token", "eos_token"):
+            need(_is_int(getattr(self, name)), f"{name} must be an integer token id, got {shown(getattr(self, name))}")
+        need(0 <= self.pad_token < self.vocab_size and 0 <= self.eos_token < self.vocab_size,
+             f"pad_token={self.pad_token} and eos_token={self.eos_token} must be ids below "
+             f"vocab_size={self.vocab_size}")
         need(self.num_q_heads % self.num_kv_heads == 0,
              f"num_q_heads={self.num_q_heads} is not divisible by num_kv_heads={self.num_kv_heads} "
              "(each key/value head serves a whole group of query heads)")
@@ -65,10 +70,9 @@ class GrokConfig:
              f"key_size={self.key_size} must be even (RoPE rotates pairs of dimensions)")
         need(self.num_selected_experts <= self.num_experts,
              f"num_selected_experts={self.num_selected_experts} exceeds num_experts={self.num_experts}")
-        need(0 <= self.pad_token < self.vocab_size and 0 <= self.eos_token < self.vocab_size,
-             f"pad_token={self.pad_token} and eos_token={self.eos_token} must be ids below "
-             f"vocab_size={self.vocab_size}")
         need(self.ffn_size > 0, f"widening_factor={self.widening_factor} gives an empty expert FFN")
+        need(self.ffn_size <= _MAX_FFN_SIZE, f"widening_factor={self.widening_factor} with emb_size={self.emb_size} "
+             f"gives an expert FFN of {self.ffn_size:,}, more than {_MAX_FFN_SIZE:,}")
 
     # ---- derived sizes ----------------------------------------------------------------------
 
@@ -133,30 +137,76 @@ class GrokConfig:
 
     @classmethod
     def from_dict(cls, values: dict, *, source: str = "config") -> GrokConfig:
-        """Build from official field names; derived keys (ffn_size, rope_base, ...) must agree."""
+        """Build from official field names; derived keys (ffn_size, rope_base, ...) must agree.
+
+        Every problem is a ConfigError that starts with `source` (the file, when read from one).
+        """
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: expected a JSON object of config fields, got {type(values).__name__}")
         names = {field.name for field in dataclasses.fields(cls)}
         derived = {"ffn_size", "rope_base", "max_attn_val", "rms_norm_eps"}
         unknown = set(values) - names - derived
         if unknown:
             raise ConfigError(f"{source}: unknown config keys {sorted(unknown)}")
-        config = cls(**{k: v for k, v in values.items() if k in names})
+        try:
+            config = cls(**{k: v for k, v in values.items() if k in names})
+        except ConfigError as error:
+            raise ConfigError(f"{source}: {error}") from None
         for key in sorted(derived & set(values)):
-            ours = getattr(config, key)
-            if not math.isclose(values[key], ours, rel_tol=1e-12):
-                raise ConfigError(f"{source}: {key}={values[key]!r} disagrees with the value derived "
+            ours, theirs = getattr(config, key), values[key]
+            if not _is_number(theirs):
+                raise ConfigError(f"{source}: {key} must be a number, got {shown(theirs)}")
+            if not math.isclose(theirs, ours, rel_tol=1e-12):
+                raise ConfigError(f"{source}: {key}={shown(theirs)} disagrees with the value derived "
                                   f"from the other fields ({ours!r})")
         return config
 
     @classmethod
     def from_json(cls, path: str | Path) -> GrokConfig:
-        path = Path(path)
         try:
-            values = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise ConfigError(f"{path}: cannot read a JSON config ({error})") from None
-        if not isinstance(values, dict):
-            raise ConfigError(f"{path}: expected a JSON object of config fields")
+            values = read_json(path, "the model config", CONFIG_MAX_BYTES)
+        except OSError as error:  # missing, not a regular file, too large, not UTF-8 JSON
+            raise ConfigError(str(error)) from None
         return cls.from_dict(values, source=str(path))
+
+
+# Upper bounds: far above Grok-1 (shown after each), low enough that a typo cannot ask for exabytes.
+_INT_LIMITS = {
+    "vocab_size": 1 << 24,  # 131,072
+    "emb_size": 1 << 20,  # 6,144
+    "key_size": 1 << 14,  # 128
+    "num_q_heads": 1 << 12,  # 48
+    "num_kv_heads": 1 << 12,  # 8
+    "num_layers": 1024,  # 64
+    "num_experts": 1024,  # 8
+    "num_selected_experts": 1024,  # 2
+    "sequence_len": 1 << 24,  # 8,192
+}
+_FLOAT_LIMITS = {
+    "widening_factor": 1024.0,  # 8
+    "attn_output_multiplier": 1e6,  # 0.088
+    "embedding_multiplier_scale": 1e6,  # 78.4
+    "output_multiplier_scale": 1e6,  # 0.577
+}
+_MAX_FFN_SIZE = 1 << 22  # 32,768
+CONFIG_MAX_BYTES = 1 << 20
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # True is an int in Python, not a size
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def shown(value, limit: int = 60) -> str:
+    """repr(value), shortened: a config value in an error message may be a 4,000-digit number."""
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # ints past Python's digit limit, nesting past the stack
+        return f"a {type(value).__name__} too large to show"
+    return text if len(text) <= limit else f"{text[:limit - 20]}… ({len(text):,} characters)"
 
 
 def _scaled(**fields) -> GrokConfig:

@@ -20,6 +20,10 @@ import dataclasses
 import functools
 import json
 import math
+import os
+import re
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,7 +36,9 @@ from safetensors.numpy import save_file
 
 from grok_mini import sharding
 from grok_mini.checkpoint import CheckpointError, iter_release_tensors, release_layout
-from grok_mini.config import ConfigError, GrokConfig
+from grok_mini.config import CONFIG_MAX_BYTES, ConfigError, GrokConfig, shown
+from grok_mini.files import check_regular, read_json
+from grok_mini.memory import require_memory
 from grok_mini.model import Grok
 from grok_mini.quant import QuantizedWeight8bit, dequantize
 
@@ -129,36 +135,63 @@ def hf_config(config: GrokConfig, dtype=jnp.bfloat16) -> dict:
     }
 
 
+# Our field names as the HF config names them, so an error about a value names the file's field.
+_HF_NAMES = {"vocab_size": "vocab_size", "emb_size": "hidden_size", "key_size": "head_dim",
+             "num_q_heads": "num_attention_heads", "num_kv_heads": "num_key_value_heads",
+             "num_layers": "num_hidden_layers", "num_experts": "num_experts",
+             "num_selected_experts": "num_experts_per_tok", "sequence_len": "max_position_embeddings",
+             "pad_token": "pad_token_id", "eos_token": "eos_token_id"}
+
+
 def config_from_hf(values: dict | str | Path) -> GrokConfig:
-    """A GrokConfig from an hpcai-tech style config.json (a dict, the file, or its folder)."""
+    """A GrokConfig from an hpcai-tech style config.json (a dict, the file, or its folder).
+
+    Anything wrong with it is a ConfigError that names the file and the HF field.
+    """
     source = "config.json"
     if not isinstance(values, dict):
         path = Path(values)
         path = path / "config.json" if path.is_dir() else path
         source = str(path)
         try:
-            values = json.loads(path.read_text())
-        except (OSError, ValueError) as error:
-            raise CheckpointError(f"{path}: cannot read the HF config ({error})") from None
+            values = read_json(path, "the HF config", CONFIG_MAX_BYTES)
+        except OSError as error:
+            raise ConfigError(str(error)) from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: the HF config must be a JSON object, got {type(values).__name__}")
+
+    def integer(name: str, default=None):
+        value = values.get(name, default)
+        if value is None:
+            raise ConfigError(f"{source}: the HF config has no {name!r} field")
+        if not (isinstance(value, int) and not isinstance(value, bool)):
+            raise ConfigError(f"{source}: {name} must be an integer, got {shown(value)}")
+        return value
+
+    hidden, heads, ffn = integer("hidden_size"), integer("num_attention_heads"), integer("intermediate_size")
+    if hidden < 1 or heads < 1:
+        raise ConfigError(f"{source}: hidden_size={hidden} and num_attention_heads={heads} must be positive")
+    # The official ffn formula int(w·D)·2//3 (rounded up to 8) inverted, unless the file says w.
+    fields = dict(
+        vocab_size=integer("vocab_size"), emb_size=hidden, key_size=integer("head_dim", hidden // heads),
+        num_q_heads=heads, num_kv_heads=integer("num_key_value_heads"), num_layers=integer("num_hidden_layers"),
+        widening_factor=values.get("widening_factor", ffn * 3 / (2 * hidden)), num_experts=integer("num_experts"),
+        num_selected_experts=integer("num_experts_per_tok"), sequence_len=integer("max_position_embeddings"),
+        pad_token=integer("pad_token_id", 0), eos_token=integer("eos_token_id", 2))
+    for name in ("attn_output_multiplier", "embedding_multiplier_scale", "output_multiplier_scale"):
+        if name not in values:
+            raise ConfigError(f"{source}: the HF config has no {name!r} field")
+        fields[name] = values[name]
     try:
-        hidden, heads, ffn = values["hidden_size"], values["num_attention_heads"], values["intermediate_size"]
-        # The official ffn formula int(w·D)·2//3 (rounded up to 8) inverted, unless the file says w.
-        widening = values.get("widening_factor", ffn * 3 / (2 * hidden))
-        config = GrokConfig(
-            vocab_size=values["vocab_size"], emb_size=hidden, key_size=values.get("head_dim", hidden // heads),
-            num_q_heads=heads, num_kv_heads=values["num_key_value_heads"], num_layers=values["num_hidden_layers"],
-            widening_factor=widening, num_experts=values["num_experts"],
-            num_selected_experts=values["num_experts_per_tok"],
-            attn_output_multiplier=values["attn_output_multiplier"],
-            embedding_multiplier_scale=values["embedding_multiplier_scale"],
-            output_multiplier_scale=values["output_multiplier_scale"],
-            sequence_len=values["max_position_embeddings"], pad_token=values.get("pad_token_id", 0),
-            eos_token=values.get("eos_token_id", 2))
-    except KeyError as missing:
-        raise CheckpointError(f"{source}: the HF config has no {missing} field") from None
+        config = GrokConfig(**fields)
+    except ConfigError as error:
+        message = str(error).removeprefix("GrokConfig: ")
+        for ours, theirs in _HF_NAMES.items():
+            message = re.sub(rf"\b{ours}\b", theirs, message)
+        raise ConfigError(f"{source}: {message}") from None
     if config.ffn_size != ffn:
         raise ConfigError(f"{source}: intermediate_size={ffn} is not what the Grok-1 formula gives for "
-                          f"hidden_size={hidden} and widening_factor={widening} ({config.ffn_size})")
+                          f"hidden_size={hidden} and widening_factor={config.widening_factor} ({config.ffn_size})")
     return config
 
 
@@ -180,9 +213,58 @@ def _hf_value(tensor: HFTensor, value: np.ndarray | QuantizedWeight8bit, dtype) 
     return np.ascontiguousarray(array.astype(dtype))
 
 
+def _is_export_file(name: str) -> bool:
+    return name in ("config.json", SINGLE_FILE, INDEX_FILE) or bool(re.fullmatch(r"model-\d+-of-\d+\.safetensors", name))
+
+
+def _check_replaceable(path: Path) -> None:
+    """An export replaces its folder whole, so the folder may hold only an earlier export's files."""
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: exists and is not a folder; the HF export is a folder")
+    if others := sorted(p.name for p in path.iterdir() if not (p.is_file() and _is_export_file(p.name))):
+        raise CheckpointError(f"{path}: holds {len(others)} entries that are not part of an HF export (first: "
+                              f"{others[0]!r}); export into a new folder, an empty one or an earlier export")
+
+
+def _replace_folder(staging: Path, path: Path) -> None:
+    """Put the finished `staging` folder at `path`: the old folder moves aside, then goes."""
+    if not path.exists():
+        os.rename(staging, path)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+    os.rename(path, old / path.name)
+    try:
+        os.rename(staging, path)
+    except BaseException:
+        os.rename(old / path.name, path)  # the previous export goes back where it was
+        shutil.rmtree(old, ignore_errors=True)
+        raise
+    shutil.rmtree(old)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Flush every file and then the folder itself, so a crash after the rename cannot leave empty shards."""
+    for file in folder.iterdir():
+        with open(file, "rb") as handle:
+            os.fsync(handle.fileno())
+    if hasattr(os, "O_DIRECTORY"):  # POSIX; Windows cannot open a folder for fsync
+        descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
 def _write(items: list[tuple[HFTensor, Callable[[], np.ndarray]]], path: Path, config: GrokConfig, dtype,
            max_shard_bytes: int) -> Path:
-    """Write the tensors in order, shard by shard (host memory: one shard), plus config and index."""
+    """Write the tensors in order, shard by shard (host memory: one shard), plus config and index.
+
+    Everything goes into a fresh staging folder beside `path`, which replaces `path` only once it
+    is complete: a failure on the way (a bad release file, a full disk) leaves an earlier export
+    there as it was, and a new export never mixes with an old one's shards or index.
+    """
     itemsize = jnp.dtype(dtype).itemsize
     shards, size = [[]], 0
     for tensor, _ in items:
@@ -197,18 +279,27 @@ def _write(items: list[tuple[HFTensor, Callable[[], np.ndarray]]], path: Path, c
     file_of = {name: file for file, names in zip(files, shards, strict=True) for name in names}
     last_of_shard = {names[-1] for names in shards}
 
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "config.json").write_text(json.dumps(hf_config(config, dtype), indent=2) + "\n")
-    pending, total = {}, 0
-    for tensor, make in items:
-        pending[tensor.name] = make()
-        total += pending[tensor.name].nbytes
-        if tensor.name in last_of_shard:
-            save_file(pending, str(path / file_of[tensor.name]), metadata={"format": "pt"})
-            pending = {}
-    if n > 1:
-        index = {"metadata": {"total_size": total}, "weight_map": file_of}
-        (path / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+    path = Path(path).resolve()  # a link to the export: replace what it points to, not the link
+    _check_replaceable(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.staging-", dir=path.parent))  # ours alone
+    try:
+        (staging / "config.json").write_text(json.dumps(hf_config(config, dtype), indent=2) + "\n")
+        pending, total = {}, 0
+        for tensor, make in items:
+            pending[tensor.name] = make()
+            total += pending[tensor.name].nbytes
+            if tensor.name in last_of_shard:
+                save_file(pending, str(staging / file_of[tensor.name]), metadata={"format": "pt"})
+                pending = {}
+        if n > 1:
+            index = {"metadata": {"total_size": total}, "weight_map": file_of}
+            (staging / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+        _fsync_folder(staging)
+        _replace_folder(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return path
 
 
@@ -241,7 +332,7 @@ def release_to_hf(checkpoint: str | Path, config: GrokConfig, path: str | Path, 
     by_param: dict[tuple, list[HFTensor]] = {}
     for tensor in hf_layout(config):
         by_param.setdefault(tensor.param, []).append(tensor)
-    files = iter_release_tensors(checkpoint, config, read=sharding.read_tensor_mapped)  # checked, in file order
+    files = iter_release_tensors(checkpoint, config, mapped=True)  # checked, in file order
     current: dict[tuple, object] = {}
 
     def value_of(param: tuple):
@@ -260,39 +351,62 @@ def release_to_hf(checkpoint: str | Path, config: GrokConfig, path: str | Path, 
 
 # ---- reading ----------------------------------------------------------------------------------------
 
+def _read_index(path: Path) -> dict[str, str]:
+    """The index's weight_map (tensor name → shard file name), checked to be one."""
+    index_file = path / INDEX_FILE
+    try:
+        index = read_json(index_file, "the safetensors index")
+    except OSError as error:
+        raise CheckpointError(str(error)) from None
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                   for k, v in weight_map.items()):
+        raise CheckpointError(f"{index_file}: not a safetensors index (expected an object with a "
+                              "\"weight_map\" object of tensor name → file name)")
+    for file in set(weight_map.values()):  # a name like ../../x would read outside the export
+        if Path(file).name != file or not file.endswith(".safetensors"):
+            raise CheckpointError(f"{index_file}: shard {file!r} is not a .safetensors file name in this folder")
+    return weight_map
+
+
 def _open_files(path: Path) -> tuple[dict[str, str], dict[str, object]]:
     """name → file, and file → open safe_open handle, from the index or the single file."""
-    if (path / INDEX_FILE).is_file():
-        try:
-            weight_map = json.loads((path / INDEX_FILE).read_text())["weight_map"]
-        except (OSError, ValueError, KeyError) as error:
-            raise CheckpointError(f"{path / INDEX_FILE}: not a safetensors index ({error})") from None
-    elif (path / SINGLE_FILE).is_file():
+    if (path / INDEX_FILE).exists():
+        weight_map = _read_index(path)
+    elif (path / SINGLE_FILE).exists():
         weight_map = None
     else:
         raise CheckpointError(f"{path}: neither {SINGLE_FILE} nor {INDEX_FILE} is here")
     handles = {}
     for file in sorted(set(weight_map.values()) if weight_map else {SINGLE_FILE}):
         try:
+            check_regular(path / file, "a safetensors shard")  # safe_open would block on a FIFO
             handles[file] = safe_open(str(path / file), framework="numpy")
-        except Exception as error:  # missing file, bad header: the library raises several types
+        except OSError as error:
+            raise CheckpointError(str(error)) from None
+        except Exception as error:  # bad header: the library raises several types
             raise CheckpointError(f"{path / file}: cannot open as safetensors ({error})") from None
     if weight_map is None:
         weight_map = {name: SINGLE_FILE for name in handles[SINGLE_FILE].keys()}  # noqa: SIM118
     return weight_map, handles
 
 
-def load_hf(path: str | Path, config: GrokConfig | None = None, *, dtype=jnp.bfloat16, mesh=None) -> Grok:
+def load_hf(path: str | Path, config: GrokConfig | None = None, *, dtype=jnp.bfloat16, mesh=None,
+            check_finite: bool = True) -> Grok:
     """Read HF safetensors (hpcai-tech names) into a Grok with `dtype` activations and matrices.
 
     config defaults to the folder's config.json. Embedding, norms and router are kept in float32
     (as the release). Every tensor is read slice by slice, so with a `mesh` each device gets only
-    its part and host memory stays near one slice.
+    its part and host memory stays near one slice. check_finite: a NaN or infinite weight is an
+    error naming the file and the tensor (one pass over each slice as it is read; False skips it).
     """
     path = Path(path)
     config = config_from_hf(path) if config is None else config
     if mesh is not None:
         sharding.check_mesh(config, mesh)
+    weights = config.weight_bytes("fp32" if jnp.dtype(dtype) == jnp.float32 else "bf16")
+    require_memory(weights, f"{path}: the model ({config.num_params:,} parameters)",
+                   None if mesh is None else mesh.devices.flat)
     weight_map, handles = _open_files(path)
     layout = hf_layout(config)
     expected = {t.name for t in layout}
@@ -330,15 +444,22 @@ def load_hf(path: str | Path, config: GrokConfig | None = None, *, dtype=jnp.bfl
         target = variable.get_value()
         sources = [opened(t.name) for t in tensors]
 
+        def read(tensor: HFTensor, source, index: tuple) -> np.ndarray:
+            part = source[index]
+            if check_finite and not np.isfinite(part).all():
+                raise CheckpointError(f"{path / weight_map[tensor.name]}: {tensor.name} holds NaN or infinite "
+                                      "values (load_hf(..., check_finite=False) to load it anyway)")
+            return part
+
         def read_slice(index: tuple, tensors=tensors, sources=sources, target=target) -> np.ndarray:
             index = tuple(index) + (slice(None),) * (len(target.shape) - len(index))
             if tensors[0].expert is not None:  # ours [E, in, out] ← E tensors [out, in]
                 picked = range(*index[0].indices(len(sources)))
-                parts = [sources[e][index[2], index[1]].T for e in picked]
+                parts = [read(tensors[e], sources[e], (index[2], index[1])).T for e in picked]
                 return np.stack(parts).astype(target.dtype)
             if tensors[0].transposed:  # ours [in, out] ← [out, in]
-                return np.asarray(sources[0][index[1], index[0]].T, target.dtype)
-            return np.asarray(sources[0][index], target.dtype)
+                return np.asarray(read(tensors[0], sources[0], (index[1], index[0])).T, target.dtype)
+            return np.asarray(read(tensors[0], sources[0], index), target.dtype)
 
         variable.set_value(sharding.place(param, target.shape, read_slice, mesh))
         jax.block_until_ready(previous)  # asynchronous copies keep their host slices: at most two pending
