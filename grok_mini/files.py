@@ -48,7 +48,7 @@ def check_regular(path: str | Path, what: str) -> Path:
     try:
         status = os.stat(path)
     except FileNotFoundError:
-        raise FileRefusedError(f"{path}: no such file ({what})") from None
+        raise FileRefusedError(f"{path}: cannot read {what}: no such file") from None
     except OSError as error:
         raise FileRefusedError(f"{path}: cannot read {what} ({error.strerror or error})") from None
     _refuse_unless_regular(path, what, status.st_mode)

@@ -13,11 +13,14 @@ The official runner never adds BOS; neither does `Tokenizer.encode` unless asked
 from __future__ import annotations
 
 import io
+import operator
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import sentencepiece as spm
+
+from grok_mini.files import read_regular_bytes
 
 __all__ = ["Tokenizer", "TokenizerError", "load_tokenizer", "load_grok1_tokenizer", "train_tokenizer",
            "GROK1_REPO", "GROK1_FILENAME", "USER_DEFINED_PIECES"]
@@ -74,19 +77,22 @@ class Tokenizer:
 
     def encode(self, text: str, *, bos: bool = False, eos: bool = False) -> list[int]:
         """Text → ids. Like the official runner, no BOS unless asked."""
-        ids = self.processor.encode(text)
+        ids = self.processor.encode(_unicode(text))
         return ([self.bos_id] if bos else []) + ids + ([self.eos_id] if eos else [])
 
     def decode(self, ids: Iterable[int]) -> str:
         """Ids → text; control ids (pad, BOS, EOS) decode to nothing."""
-        ids = [int(i) for i in ids]
+        try:
+            ids = [operator.index(i) for i in ids]  # ints and numpy ints; not 2.0, not 1e23
+        except TypeError:
+            raise TokenizerError(f"{self.source}: token ids must be integers, got {list(ids)[:8]!r}") from None
         if bad := [i for i in ids if not 0 <= i < self.vocab_size]:
             raise TokenizerError(f"{self.source}: id {bad[0]} is outside the vocabulary [0, {self.vocab_size})")
         return self.processor.decode(ids)
 
     def pieces(self, text: str) -> list[str]:
         """The pieces `encode` produces for `text` ("▁" marks a space)."""
-        return self.processor.encode(text, out_type=str)
+        return self.processor.encode(_unicode(text), out_type=str)
 
     def id_to_piece(self, token: int) -> str:
         return self.processor.id_to_piece(int(token))
@@ -101,13 +107,29 @@ class Tokenizer:
         return f"Tokenizer({self.source!r}, vocab_size={self.vocab_size})"
 
 
+def _unicode(text: str) -> str:
+    """`text` if SentencePiece can take it: a str that is valid Unicode (no lone surrogates, which
+    Python makes of undecodable bytes in command-line arguments and file names)."""
+    if not isinstance(text, str):
+        raise TokenizerError(f"expected text (str) to encode, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise TokenizerError(f"the text has a lone surrogate {text[error.start]!r} at character {error.start}: "
+                             "it is not valid Unicode (bytes that are not UTF-8?)") from None
+    return text
+
+
+TOKENIZER_MAX_BYTES = 64 << 20  # Grok-1's tokenizer.model is 2.2 MB
+
+
 def load_tokenizer(path: str | Path) -> Tokenizer:
-    """A SentencePiece `.model` file from disk."""
+    """A SentencePiece `.model` file from disk (a regular file of at most TOKENIZER_MAX_BYTES)."""
     path = Path(path)
     try:
-        model = path.read_bytes()
+        model = read_regular_bytes(path, "the tokenizer file", TOKENIZER_MAX_BYTES)
     except OSError as error:
-        raise TokenizerError(f"{path}: cannot read the tokenizer file ({error.strerror or error})") from None
+        raise TokenizerError(str(error)) from None
     return Tokenizer(model, source=str(path))
 
 
