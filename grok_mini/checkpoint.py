@@ -6,13 +6,15 @@ of each layer are int8 with bfloat16 scales: one scale per output column, and fo
 whose input dimension the release shards 8 ways (attention `linear`, expert `linear_1`) one per
 (input block of in/8 rows, output column).
 
-Pickle can run arbitrary code, so files are read through `ReleaseUnpickler`, which admits only the
-handful of globals the format needs.
+Pickle can run arbitrary code, and even numpy's own array rebuilder can be made to read process
+memory, so the files are never unpickled: `tensor_pickle` interprets them and builds only plain
+numeric arrays itself.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import pickle
 import shutil
@@ -30,15 +32,12 @@ from flax import nnx
 from grok_mini.config import GrokConfig
 from grok_mini.model import Grok
 from grok_mini.quant import QuantizedWeight8bit, dequantize, quantize
+from grok_mini.tensor_pickle import CheckpointError, read_pickled_tensor
 
-__all__ = ["CheckpointError", "QuantizedWeight8bit", "ReleaseUnpickler", "ReleaseTensor", "release_layout",
+__all__ = ["CheckpointError", "QuantizedWeight8bit", "ReleaseTensor", "release_layout",
            "read_tensor", "dequantize", "quantize", "load_checkpoint", "save_checkpoint"]
 
 CHECKPOINT_DIR = "ckpt-0"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read as the given config: names the file and the parameter."""
 
 
 # ---- which file holds which parameter ---------------------------------------------------------
@@ -98,60 +97,40 @@ def release_layout(config: GrokConfig) -> list[ReleaseTensor]:
 
 # ---- reading one file safely ------------------------------------------------------------------
 
-_reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]  # numpy's array rebuilder, wherever numpy keeps it
-_ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,  # numpy 1.x pickles (the release)
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,  # numpy 2.x pickles
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-    ("ml_dtypes", "bfloat16"): ml_dtypes.bfloat16,
-    ("__main__", "QuantizedWeight8bit"): QuantizedWeight8bit,
-}
-
-
-class ReleaseUnpickler(pickle.Unpickler):
-    """Unpickles numpy arrays, bfloat16 and QuantizedWeight8bit, and refuses every other global."""
-
-    def __init__(self, file, *, source: str):
-        super().__init__(file)
-        self.source = source
-
-    def find_class(self, module: str, name: str):
-        try:
-            return _ALLOWED_GLOBALS[(module, name)]
-        except KeyError:
-            raise CheckpointError(
-                f"{self.source}: refusing to unpickle global '{module}.{name}': a release checkpoint "
-                "holds only numpy arrays and QuantizedWeight8bit") from None
-
-
-def read_tensor(path: str | Path, *, unpickler: type | None = None,
-                before_load=None) -> np.ndarray | QuantizedWeight8bit:
+def read_tensor(path: str | Path, *, mapped: bool = False, max_bytes: int | None = None,
+                holds: str = "the tensor it holds") -> np.ndarray | QuantizedWeight8bit:
     """One release file → a numpy array or a QuantizedWeight8bit, never anything else.
 
-    `unpickler` (called as unpickler(file, source=...), allow-listing like ReleaseUnpickler) and
-    `before_load(file)` let the sharded loader map arrays instead of reading them
-    (sharding.read_tensor_mapped) with the same checks and errors.
+    The file is interpreted, not unpickled (`tensor_pickle`): only plain numeric arrays are built,
+    by us, from bytes whose length matches their shape. mapped=True leaves large arrays in the file
+    as read-only memory maps, so a device's slice reads only the pages it covers (a single process
+    needs every page, so the kernel is asked to read the file ahead).
     """
-    path = Path(path)
-    try:
-        with open(path, "rb") as file:
-            if before_load is not None:
-                before_load(file)
-            value = (unpickler or ReleaseUnpickler)(file, source=str(path)).load()
-    except CheckpointError:
-        raise
-    except OSError as error:
-        raise CheckpointError(f"{path}: cannot read ({error.strerror or error})") from None
-    except Exception as error:  # truncated or corrupted pickle streams raise many types
-        raise CheckpointError(f"{path}: not a readable tensor pickle ({type(error).__name__}: {error})") from None
-    if not isinstance(value, (np.ndarray, QuantizedWeight8bit)):
-        raise CheckpointError(f"{path}: holds a {type(value).__name__}, not an array or QuantizedWeight8bit")
-    return value
+    return read_pickled_tensor(path, mapped=mapped, max_bytes=max_bytes, holds=holds,
+                               read_ahead=mapped and jax.process_count() == 1)
 
 
-def _check(tensor: ReleaseTensor, value, source: Path) -> None:
-    """Raise CheckpointError unless `value` has the shape, dtype and scales `tensor` needs."""
+def _most_bytes(tensor: ReleaseTensor) -> int:
+    """The largest a file of `tensor` can sensibly be: its elements at 4 bytes (float32, so that a float
+    where int8 belongs still reaches the clearer dtype error), its scales, and the pickle's framing."""
+    scales = 0 if tensor.blocks is None else math.prod((*tensor.shape[:-2], tensor.blocks, tensor.shape[-1]))
+    return 4 * (math.prod(tensor.shape) + scales) + (64 << 10)
+
+
+def _all_finite(array: np.ndarray) -> bool:
+    """No NaN or ±inf, checked a slab at a time (a memory-mapped embedding is gigabytes)."""
+    if array.ndim == 0 or array.shape[0] == 0:
+        return bool(np.isfinite(array).all())
+    rows = max(1, (16 << 20) // max(1, array[0].size))
+    return all(np.isfinite(array[i:i + rows]).all() for i in range(0, array.shape[0], rows))
+
+
+_SCALE_DTYPES = (np.dtype(ml_dtypes.bfloat16), np.dtype(np.float16), np.dtype(np.float32))
+_FINITE_HINT = " (a damaged file? check_finite=False loads it anyway)"
+
+
+def _check(tensor: ReleaseTensor, value, source: Path, check_finite: bool = True) -> None:
+    """Raise CheckpointError unless `value` has the shape, dtype and scales `tensor` needs, all finite."""
     where = f"{source}: parameter {tensor.path}"
     if tensor.blocks is None:
         if not isinstance(value, np.ndarray) or value.dtype != np.float32:
@@ -159,6 +138,8 @@ def _check(tensor: ReleaseTensor, value, source: Path) -> None:
             raise CheckpointError(f"{where}: expected a float32 array, found {found}")
         if value.shape != tensor.shape:
             raise CheckpointError(f"{where}: expected shape {tensor.shape}, found {value.shape}")
+        if check_finite and not _all_finite(value):
+            raise CheckpointError(f"{where}: holds NaN or infinite values{_FINITE_HINT}")
         return
     if not isinstance(value, QuantizedWeight8bit):
         raise CheckpointError(f"{where}: expected a QuantizedWeight8bit (int8 + scales), found {type(value).__name__}")
@@ -170,6 +151,10 @@ def _check(tensor: ReleaseTensor, value, source: Path) -> None:
     if not isinstance(scales, np.ndarray) or scales.shape != expected or tensor.shape[-2] % tensor.blocks:
         found = getattr(scales, "shape", type(scales).__name__)
         raise CheckpointError(f"{where}: scales do not fit the weight: expected shape {expected}, found {found}")
+    if scales.dtype not in _SCALE_DTYPES:
+        raise CheckpointError(f"{where}: scales are {scales.dtype}, expected bfloat16")
+    if check_finite and not _all_finite(scales):
+        raise CheckpointError(f"{where}: scales hold NaN or infinite values{_FINITE_HINT}")
 
 
 # ---- the model <-> the checkpoint directory -------------------------------------------------------
@@ -191,22 +176,24 @@ def _tensor_files(path: Path, config: GrokConfig) -> tuple[Path, list[ReleaseTen
     return directory, layout
 
 
-def iter_release_tensors(path: str | Path, config: GrokConfig, *, read=read_tensor
+def iter_release_tensors(path: str | Path, config: GrokConfig, *, mapped: bool = False, check_finite: bool = True
                          ) -> Iterator[tuple[ReleaseTensor, np.ndarray | QuantizedWeight8bit]]:
     """Yield (tensor, value) for every file, checked against the config, one file in memory at a time.
 
-    `read` reads one file (sharding.read_tensor_mapped maps large arrays instead of reading them).
+    mapped=True leaves large arrays on disk as memory maps (see `read_tensor`). check_finite=False
+    skips the NaN/inf check (on by default: one pass over the float data).
     """
     directory, layout = _tensor_files(Path(path), config)
     for tensor in layout:
         source = directory / tensor.filename
-        value = read(source)
-        _check(tensor, value, source)
+        value = read_tensor(source, mapped=mapped, max_bytes=_most_bytes(tensor),
+                            holds=f"parameter {tensor.path} of shape {tensor.shape}")
+        _check(tensor, value, source, check_finite)
         yield tensor, value
 
 
 def load_checkpoint(path: str | Path, config: GrokConfig, *, dtype=jnp.bfloat16, quantized: bool = False,
-                    mesh=None) -> Grok:
+                    mesh=None, check_finite: bool = True) -> Grok:
     """Read a release-format checkpoint (`path` holds `ckpt-0/`) into a Grok with `dtype` activations.
 
     quantized=False dequantises the matrices once, in float32, and stores them in `dtype` (so
@@ -218,7 +205,8 @@ def load_checkpoint(path: str | Path, config: GrokConfig, *, dtype=jnp.bfloat16,
     sharding.py: files are memory-mapped and each device gets only its slice (dequantised on the
     host if asked), so host memory stays near two files' tensors (the one being read and the one
     being copied), and a process of a multi-host run (jax.distributed) reads only the parts of each
-    file its own devices hold.
+    file its own devices hold. NaN or infinite weights or scales are an error unless
+    check_finite=False.
     """
     from grok_mini import sharding  # imported here: sharding uses this module's unpickler
 
@@ -236,9 +224,8 @@ def load_checkpoint(path: str | Path, config: GrokConfig, *, dtype=jnp.bfloat16,
         variable.set_value(sharding.place(param, target.shape, read_slice, mesh))
         return variable.get_value()
 
-    read = read_tensor if mesh is None else sharding.read_tensor_mapped
     previous = []
-    for tensor, value in iter_release_tensors(path, config, read=read):
+    for tensor, value in iter_release_tensors(path, config, mapped=mesh is not None, check_finite=check_finite):
         if isinstance(value, QuantizedWeight8bit) and quantized:
             placed = [put(tensor.param, value.weight), put((*tensor.param[:-1], "scales"), value.scales)]
         else:

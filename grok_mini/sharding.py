@@ -26,13 +26,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
-import os
-import pickle
 import re
-import struct
 from collections.abc import Callable
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -47,7 +42,7 @@ from grok_mini.quant import QuantizedWeight8bit
 
 __all__ = ["MeshError", "AXES", "PARAMETER_RULES", "ACTIVATION_RULES", "make_mesh", "check_mesh", "partition_spec",
            "abstract_model", "param_sharding", "place", "shard_model", "shard_tokens", "shard_cache",
-           "read_tensor_mapped", "tell_model_the_mesh", "activation_sharding"]
+           "tell_model_the_mesh", "activation_sharding"]
 
 DATA, EXPERT, MODEL = "data", "expert", "model"
 # The model axis comes last: neighbouring devices (the fastest links) share the most traffic,
@@ -297,84 +292,3 @@ def shard_cache(cache: list, mesh: Mesh) -> list:
                               for name in ("k", "v", "key_mask", "step")})
 
     return [put(layer) for layer in cache]
-
-
-# ---- reading only what this process needs ---------------------------------------------------------
-
-_MAP_AT_LEAST = 1 << 16  # byte strings this long stay on disk; smaller ones are read as usual
-
-
-class _OnDisk:
-    """Stands in for a byte string of the pickle that was left on disk: where it starts and its length."""
-
-    def __init__(self, offset: int, size: int):
-        self.offset, self.size = offset, size
-
-
-class _MappedUnpickler(pickle._Unpickler):
-    """The release's allow-listed unpickler, except that an array's data becomes an np.memmap view.
-
-    Large arrays are pickled (protocol 4) as a BINBYTES string written outside any frame, so its
-    file offset is known when its length has been read: we skip it and, when numpy's BUILD step
-    would receive it, map the file there instead. Slicing the map then reads only the pages a
-    device's slice covers. Built on the pure-Python pickle machinery (its dispatch table by opcode).
-    """
-
-    dispatch = dict(pickle._Unpickler.dispatch)
-
-    def __init__(self, file, *, source: str):
-        super().__init__(file)
-        self.file, self.source = file, source
-
-    def find_class(self, module: str, name: str):
-        from grok_mini.checkpoint import ReleaseUnpickler
-
-        return ReleaseUnpickler.find_class(self, module, name)  # same allow-list, same error
-
-    def _load_bytes(self, length_format: str) -> None:
-        (size,) = struct.unpack(length_format, self.read(struct.calcsize(length_format)))
-        if size < _MAP_AT_LEAST or self._unframer.current_frame is not None:
-            self.append(self.read(size))
-            return
-        self.append(_OnDisk(self.file.tell(), size))
-        self.file.seek(size, os.SEEK_CUR)
-
-    def _load_binbytes(self):
-        self._load_bytes("<I")
-
-    def _load_binbytes8(self):
-        self._load_bytes("<Q")
-
-    def _load_build(self):
-        state, target = self.stack[-1], self.stack[-2]
-        if isinstance(target, np.ndarray) and isinstance(state, tuple) and len(state) == 5 \
-                and isinstance(state[4], _OnDisk):
-            _, shape, dtype, fortran, data = state
-            if data.size != math.prod(shape) * dtype.itemsize:
-                raise pickle.UnpicklingError(f"array data of {data.size} bytes does not fit shape {shape} {dtype}")
-            self.stack.pop()
-            self.stack[-1] = np.memmap(self.source, dtype=dtype, mode="r", offset=data.offset, shape=tuple(shape),
-                                       order="F" if fortran else "C")
-            return
-        pickle._Unpickler.load_build(self)
-
-    dispatch[pickle.BINBYTES[0]] = _load_binbytes
-    dispatch[pickle.BINBYTES8[0]] = _load_binbytes8
-    dispatch[pickle.BUILD[0]] = _load_build
-
-
-def read_tensor_mapped(path: str | Path) -> np.ndarray | QuantizedWeight8bit:
-    """Like checkpoint.read_tensor, but large arrays are read-only memory maps of the file.
-
-    With several processes, nothing is read until a slice is asked for, and then only the pages it
-    covers: a process whose devices hold 1/8 of a tensor reads about 1/8 of its file (whole rows of
-    a row-split matrix; a page-aligned share of each row of a column-split one). A single process
-    needs every page, so it asks the kernel to read the whole file ahead (posix_fadvise WILLNEED).
-    """
-    from grok_mini.checkpoint import read_tensor
-
-    def read_ahead(file) -> None:
-        if hasattr(os, "posix_fadvise") and jax.process_count() == 1:  # one process needs every page:
-            os.posix_fadvise(file.fileno(), 0, 0, os.POSIX_FADV_WILLNEED)  # start reading them all now
-
-    return read_tensor(path, unpickler=_MappedUnpickler, before_load=read_ahead)

@@ -1,12 +1,15 @@
 """The release checkpoint layout: file order, int8 block scales, save/load round trips."""
 
+import os
+import pickle
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
 from grok_mini import Grok, GrokConfig, load_checkpoint, preset, save_checkpoint
-from grok_mini.checkpoint import read_tensor, release_layout
+from grok_mini.checkpoint import CheckpointError, _pickle_release, read_tensor, release_layout
 from grok_mini.quant import QuantizedWeight8bit, dequantize, quantize
 from tests.conftest import FIXTURE, TINY
 
@@ -116,3 +119,48 @@ def test_quantized_model_saves_its_int8_exactly(tmp_path, fixture_config):
         original, written = read_tensor(FIXTURE / "ckpt-0" / name), read_tensor(tmp_path / "ckpt-0" / name)
         np.testing.assert_array_equal(original.weight, written.weight)
         np.testing.assert_array_equal(original.scales, written.scales)
+
+
+# ---- memory-mapped reading --------------------------------------------------------------------------
+
+def test_mapped_reader_reads_the_fixture_like_the_plain_reader():
+    for path in sorted((FIXTURE / "ckpt-0").iterdir())[:14]:
+        plain, mapped = read_tensor(path), read_tensor(path, mapped=True)
+        assert isinstance(mapped, QuantizedWeight8bit) == isinstance(plain, QuantizedWeight8bit)
+        if isinstance(plain, QuantizedWeight8bit):
+            np.testing.assert_array_equal(mapped.weight, plain.weight)
+            np.testing.assert_array_equal(mapped.scales, plain.scales)
+        else:
+            np.testing.assert_array_equal(mapped, plain)
+
+
+def test_large_arrays_are_mapped_not_read(tmp_path):
+    rng = np.random.default_rng(0)
+    value = QuantizedWeight8bit(weight=rng.integers(-127, 128, (4, 256, 512), dtype=np.int8),
+                                scales=rng.random((4, 8, 512), np.float32).astype(jnp.bfloat16))
+    (tmp_path / "q").write_bytes(_pickle_release(value))
+    (tmp_path / "f").write_bytes(pickle.dumps(np.asfortranarray(rng.random((300, 200), np.float32)), protocol=4))
+    mapped = read_tensor(tmp_path / "q", mapped=True)
+    assert isinstance(mapped.weight, np.memmap) and not isinstance(mapped.scales, np.memmap)  # 512 KiB vs 16 KiB
+    np.testing.assert_array_equal(mapped.weight, value.weight)
+    np.testing.assert_array_equal(mapped.scales, value.scales)
+    fortran = read_tensor(tmp_path / "f", mapped=True)
+    assert isinstance(fortran, np.memmap)
+    np.testing.assert_array_equal(fortran, read_tensor(tmp_path / "f"))
+
+
+def test_mapped_reader_refuses_what_the_plain_reader_refuses(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    (tmp_path / "evil").write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(CheckpointError, match="refusing global 'posix.system'"):
+        read_tensor(mapped=True, path=tmp_path / "evil")
+    data = pickle.dumps(np.zeros((512, 512), np.float32), protocol=4)
+    (tmp_path / "cut").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="cut: not a readable tensor pickle"):
+        read_tensor(mapped=True, path=tmp_path / "cut")
+    (tmp_path / "dict").write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(CheckpointError, match="holds a dict"):
+        read_tensor(mapped=True, path=tmp_path / "dict")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import re
 import subprocess
 import sys
@@ -22,9 +21,8 @@ import pytest
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from grok_mini import CheckpointError, Grok, GrokConfig, MeshError, load_checkpoint, make_mesh, preset, sharding
-from grok_mini.checkpoint import _pickle_release, read_tensor
-from grok_mini.quant import QuantizedWeight8bit, dequantize, quantize
+from grok_mini import Grok, GrokConfig, MeshError, load_checkpoint, make_mesh, preset, sharding
+from grok_mini.quant import dequantize, quantize
 from tests.conftest import FIXTURE, TINY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,51 +142,6 @@ def test_abstract_model_is_what_tracing_the_whole_constructor_gives(fixture_conf
     shapes = lambda s: {p: (v.get_value().shape, v.get_value().dtype) for p, v in nnx.to_flat_state(s)}  # noqa: E731
     assert shapes(fast_state) == shapes(state)
     assert fast.decoder_layers[0] is not fast.decoder_layers[3]
-
-
-# ---- memory-mapped reading --------------------------------------------------------------------------
-
-def test_mapped_reader_reads_the_fixture_like_the_plain_reader():
-    for path in sorted((FIXTURE / "ckpt-0").iterdir())[:14]:
-        plain, mapped = read_tensor(path), sharding.read_tensor_mapped(path)
-        assert isinstance(mapped, QuantizedWeight8bit) == isinstance(plain, QuantizedWeight8bit)
-        if isinstance(plain, QuantizedWeight8bit):
-            np.testing.assert_array_equal(mapped.weight, plain.weight)
-            np.testing.assert_array_equal(mapped.scales, plain.scales)
-        else:
-            np.testing.assert_array_equal(mapped, plain)
-
-
-def test_large_arrays_are_mapped_not_read(tmp_path):
-    rng = np.random.default_rng(0)
-    value = QuantizedWeight8bit(weight=rng.integers(-127, 128, (4, 256, 512), dtype=np.int8),
-                                scales=rng.random((4, 8, 512), np.float32).astype(jnp.bfloat16))
-    (tmp_path / "q").write_bytes(_pickle_release(value))
-    (tmp_path / "f").write_bytes(pickle.dumps(np.asfortranarray(rng.random((300, 200), np.float32)), protocol=4))
-    mapped = sharding.read_tensor_mapped(tmp_path / "q")
-    assert isinstance(mapped.weight, np.memmap) and not isinstance(mapped.scales, np.memmap)  # 512 KiB vs 16 KiB
-    np.testing.assert_array_equal(mapped.weight, value.weight)
-    np.testing.assert_array_equal(mapped.scales, value.scales)
-    fortran = sharding.read_tensor_mapped(tmp_path / "f")
-    assert isinstance(fortran, np.memmap)
-    np.testing.assert_array_equal(fortran, read_tensor(tmp_path / "f"))
-
-
-def test_mapped_reader_refuses_what_the_plain_reader_refuses(tmp_path):
-    class Evil:
-        def __reduce__(self):
-            return (os.system, ("true",))
-
-    (tmp_path / "evil").write_bytes(pickle.dumps(Evil()))
-    with pytest.raises(CheckpointError, match="refusing to unpickle global"):
-        sharding.read_tensor_mapped(tmp_path / "evil")
-    data = pickle.dumps(np.zeros((512, 512), np.float32), protocol=4)
-    (tmp_path / "cut").write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="cut: not a readable tensor pickle"):
-        sharding.read_tensor_mapped(tmp_path / "cut")
-    (tmp_path / "dict").write_bytes(pickle.dumps({"a": 1}))
-    with pytest.raises(CheckpointError, match="holds a dict"):
-        sharding.read_tensor_mapped(tmp_path / "dict")
 
 
 def test_shard_model_lays_out_an_in_memory_model_without_changing_it(fixture_config):
