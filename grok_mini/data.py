@@ -80,23 +80,33 @@ def embedded_corpus() -> Corpus:
 
 
 def read_corpus(path: str | Path) -> Corpus:
-    """A text file, or a folder of text files (`TEXT_SUFFIXES`, found recursively, in sorted order)."""
+    """A text file, or a folder of text files (`TEXT_SUFFIXES`, found recursively, in sorted order).
+
+    Only regular files are read (a FIFO would block), each at most 1 GiB, and each
+    must be UTF-8 text without NUL bytes (which no text has and every binary file does).
+    """
+    from grok_mini.files import read_regular_bytes
+
+    max_file_bytes = 1 << 30  # the corpus is held in memory, as text and as tokens
     path = Path(path)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
         if not files:
             raise OSError(f"{path}: no {'/'.join(TEXT_SUFFIXES)} files in this folder")
-    elif path.is_file():
+    elif path.exists():
         files = [path]
     else:
         raise OSError(f"{path}: no such file or folder")
     documents = []
     for file in files:
+        data = read_regular_bytes(file, "a corpus file", max_file_bytes)
         try:
-            documents.append((str(file.relative_to(path)) if path.is_dir() else file.name,
-                              file.read_text(encoding="utf-8")))
+            text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # as text mode reads it
         except UnicodeDecodeError as error:
             raise OSError(f"{file}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+        if (nul := text.find("\0")) >= 0:
+            raise OSError(f"{file}: has a NUL byte at character {nul:,}: a binary file, not text")
+        documents.append((str(file.relative_to(path)) if path.is_dir() else file.name, text))
     if not any(text.strip() for _, text in documents):
         raise OSError(f"{path}: the corpus is empty")
     return Corpus(str(path), tuple(documents))
