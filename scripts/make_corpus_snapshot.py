@@ -18,8 +18,8 @@ Written byte-for-byte reproducibly (fixed JSON layout, level 9, mtime 0).
 from __future__ import annotations
 
 import argparse
-import json
 import gzip
+import json
 import platform
 import sys
 from pathlib import Path
