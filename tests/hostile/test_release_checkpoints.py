@@ -1,4 +1,4 @@
-"""Hostile and broken checkpoints: refused with one clear CheckpointError, nothing executed, nothing half-loaded."""
+"""Broken and hostile release checkpoints, the first round: foreign globals, missing, truncated and mismatched files."""
 
 import os
 import pickle
