@@ -52,14 +52,14 @@ class GrokConfig:
         # Types and ranges first, one field at a time, so the checks below only see numbers.
         for name, largest in _INT_LIMITS.items():
             value = getattr(self, name)
-            need(_is_int(value) and 0 < value <= largest,
+            need(is_int(value) and 0 < value <= largest,
                  f"{name} must be a positive integer ≤ {largest:,}, got {shown(value)}")
         for name, largest in _FLOAT_LIMITS.items():
             value = getattr(self, name)
-            need(_is_number(value) and math.isfinite(value) and 0 < value <= largest,
+            need(is_number(value) and math.isfinite(value) and 0 < value <= largest,
                  f"{name} must be a number > 0 and ≤ {largest:g}, got {shown(value)}")
         for name in ("pad_token", "eos_token"):
-            need(_is_int(getattr(self, name)), f"{name} must be an integer token id, got {shown(getattr(self, name))}")
+            need(is_int(getattr(self, name)), f"{name} must be an integer token id, got {shown(getattr(self, name))}")
         need(0 <= self.pad_token < self.vocab_size and 0 <= self.eos_token < self.vocab_size,
              f"pad_token={self.pad_token} and eos_token={self.eos_token} must be ids below "
              f"vocab_size={self.vocab_size}")
@@ -154,7 +154,7 @@ class GrokConfig:
             raise ConfigError(f"{source}: {error}") from None
         for key in sorted(derived & set(values)):
             ours, theirs = getattr(config, key), values[key]
-            if not _is_number(theirs):
+            if not is_number(theirs):
                 raise ConfigError(f"{source}: {key} must be a number, got {shown(theirs)}")
             if not math.isclose(theirs, ours, rel_tol=1e-12):
                 raise ConfigError(f"{source}: {key}={shown(theirs)} disagrees with the value derived "
@@ -192,11 +192,11 @@ _MAX_FFN_SIZE = 1 << 22  # 32,768
 CONFIG_MAX_BYTES = 1 << 20
 
 
-def _is_int(value) -> bool:
+def is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)  # True is an int in Python, not a size
 
 
-def _is_number(value) -> bool:
+def is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 

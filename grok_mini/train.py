@@ -15,6 +15,7 @@ continues the exact loss trajectory of an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -31,14 +32,20 @@ import numpy as np
 import optax
 from flax import nnx
 
-from grok_mini.config import GrokConfig, preset
+from grok_mini.config import GrokConfig, is_int, is_number, preset, shown
 from grok_mini.data import heldout_windows, load_corpus, sample_windows
+from grok_mini.files import read_json
+from grok_mini.memory import require_memory
 from grok_mini.model import Grok
 from grok_mini.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 
 __all__ = ["TrainConfig", "Trainer", "prepare_run", "save_plots", "balance_loss", "router_z_loss", "expert_load",
            "router_losses", "make_optimizer", "latest_checkpoint_step", "load_trained_model", "plot_losses",
            "plot_expert_load"]
+
+
+MAX_COUNT = 1 << 31  # steps, windows, tokens: far beyond a toy run, and still a C int
+MAX_SEED = (1 << 63) - 1  # jax.random.key takes a signed 64-bit seed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,19 +70,43 @@ class TrainConfig:
     seed: int = 0  # model initialisation and batch order
 
     def __post_init__(self):
+        def need(ok: bool, message: str):
+            if not ok:
+                raise ValueError(f"TrainConfig: {message}")
+
         for name in ("steps", "batch_size", "seq_len", "eval_every", "eval_windows"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"TrainConfig: {name} must be a positive integer, got {value!r}")
+            need(is_int(value) and 1 <= value <= MAX_COUNT, f"{name} must be an integer from 1 to {MAX_COUNT:,}, "
+                 f"got {shown(value)}")
         for name in ("warmup_steps", "checkpoint_every"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                raise ValueError(f"TrainConfig: {name} must be an integer ≥ 0, got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            need(is_int(value) and 0 <= value <= MAX_COUNT, f"{name} must be an integer from 0 to {MAX_COUNT:,}, "
+                 f"got {shown(value)}")
+        need(is_int(self.seed) and 0 <= self.seed <= MAX_SEED,
+             f"seed must be an integer from 0 to {MAX_SEED:,} (2**63 - 1), got {shown(self.seed)}")
         for name in ("learning_rate", "weight_decay", "grad_clip", "balance_coef", "z_coef", "final_lr_fraction"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"TrainConfig: {name} must be a finite number ≥ 0, got {value!r}")
-        if self.learning_rate == 0:
-            raise ValueError("TrainConfig: learning_rate must be > 0")
+            need(is_number(value) and math.isfinite(value) and value >= 0,
+                 f"{name} must be a finite number ≥ 0, got {shown(value)}")
+        for name in ("b1", "b2"):
+            value = getattr(self, name)
+            need(is_number(value) and 0 <= value < 1, f"{name} must be a number in [0, 1), got {shown(value)}")
+        need(self.learning_rate > 0, "learning_rate must be > 0")
+
+    @classmethod
+    def from_dict(cls, values, *, source: str = "train config") -> TrainConfig:
+        """A TrainConfig from a saved run's fields: all of them, nothing else (a damaged file is an error)."""
+        if not isinstance(values, dict):
+            raise ValueError(f"{source}: expected a JSON object of training settings, got {type(values).__name__}")
+        names = {field.name for field in dataclasses.fields(cls)}
+        if unknown := sorted(set(values) - names):
+            raise ValueError(f"{source}: unknown training settings {unknown}")
+        if missing := sorted(names - set(values)):
+            raise ValueError(f"{source}: missing training settings {missing}")
+        try:
+            return cls(**values)
+        except ValueError as error:
+            raise ValueError(f"{source}: {error}") from None
 
     @property
     def tokens_per_step(self) -> int:
@@ -203,6 +234,7 @@ class Trainer:
                  dtype=jnp.float32):
         if config.seq_len > model_config.sequence_len:
             raise ValueError(f"seq_len={config.seq_len} exceeds the model's sequence_len={model_config.sequence_len}")
+        _training_memory(model_config, "Trainer")
         self.model_config, self.config, self.dtype = model_config, config, dtype
         self.train_tokens = np.asarray(train_tokens, np.int32)
         self.heldout = heldout_windows(np.asarray(heldout_tokens, np.int32), config.seq_len, config.eval_windows)
@@ -264,6 +296,8 @@ class Trainer:
     def run(self, until: int | None = None, *, run_dir: str | Path | None = None, progress: bool = True,
             on_step: Callable[[Trainer, dict], None] | None = None) -> Trainer:
         """Train up to step `until` (default: config.steps), evaluating and checkpointing on the way."""
+        if until is not None and not (is_int(until) and until >= 1):
+            raise ValueError(f"until must be a step ≥ 1 (at most steps={self.config.steps}), got {shown(until)}")
         until = self.config.steps if until is None else min(until, self.config.steps)
         bar = None
         if progress and until > self.step:
@@ -334,9 +368,13 @@ class Trainer:
         items = dict(params=ocp.args.StandardRestore(_abstract(nnx.state(trainer.model, nnx.Param))),
                      optimizer=ocp.args.StandardRestore(_abstract(nnx.state(trainer.optimizer))),
                      meta=ocp.args.JsonRestore())
-        with _manager(run_dir) as manager:
+        with _restoring(run_dir, step), _manager(run_dir) as manager:
             restored = manager.restore(step, args=ocp.args.Composite(**items))
         meta = restored["meta"]
+        if not (isinstance(meta, dict) and isinstance(meta.get("step"), int) and isinstance(meta.get("history"), dict)
+                and isinstance(meta.get("data_fingerprint"), str)):
+            raise OSError(f"{run_dir / 'checkpoints' / str(step)}: its meta item is damaged (expected step, "
+                          "data_fingerprint and history)")
         if meta["data_fingerprint"] != trainer.data_fingerprint:
             raise ValueError(f"{run_dir}: the training text differs from the one this run was trained on "
                              "(another corpus or tokenizer?); resume needs the same data")
@@ -356,6 +394,18 @@ def _update(obj, wanted, pure: dict) -> None:
     state = nnx.state(obj, wanted)
     nnx.replace_by_pure_dict(state, pure)
     nnx.update(obj, state)
+
+
+@contextlib.contextmanager
+def _restoring(run_dir: Path, step: int):
+    """Orbax reports a damaged checkpoint with many exception types; make them one OSError naming it."""
+    try:
+        yield
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as error:
+        raise OSError(f"{run_dir / 'checkpoints' / str(step)}: cannot restore this checkpoint "
+                      f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from error
 
 
 def _manager(run_dir: Path):
@@ -382,14 +432,29 @@ def write_run_files(run_dir: Path, model_config: GrokConfig, config: TrainConfig
 
 
 def read_run_files(run_dir: str | Path) -> tuple[GrokConfig, TrainConfig]:
+    """The model config and the training settings of a run folder; a damaged one names its file."""
     run_dir = Path(run_dir)
     model_config = GrokConfig.from_json(run_dir / "config.json")
     path = run_dir / "train_config.json"
-    try:
-        values = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise OSError(f"{path}: cannot read the training settings ({error})") from None
-    return model_config, TrainConfig(**values)
+    return model_config, TrainConfig.from_dict(read_json(path, "the training settings"), source=str(path))
+
+
+def _saved_corpus_path(run_dir: Path) -> str | None:
+    """The corpus path recorded in run_dir/corpus.json (None: the embedded corpus, or no record)."""
+    path = run_dir / "corpus.json"
+    if not path.exists():
+        return None
+    values = read_json(path, "the run's corpus record")
+    corpus = values.get("path") if isinstance(values, dict) else 0
+    if corpus is not None and not isinstance(corpus, str):
+        raise OSError(f"{path}: expected an object whose \"path\" is a string or null")
+    return corpus
+
+
+def _training_memory(model_config: GrokConfig, where: str) -> None:
+    """Training holds float32 parameters, gradients and two AdamW moments: four copies of the weights."""
+    require_memory(4 * model_config.weight_bytes("fp32"),
+                   f"{where}: training the model ({model_config.num_params:,} parameters)")
 
 
 def load_trained_model(run_dir: str | Path, *, step: int | None = None, dtype=jnp.float32) -> Grok:
@@ -399,8 +464,9 @@ def load_trained_model(run_dir: str | Path, *, step: int | None = None, dtype=jn
     run_dir = Path(run_dir).absolute()
     model_config, _ = read_run_files(run_dir)
     step = latest_checkpoint_step(run_dir) if step is None else step
+    require_memory(model_config.weight_bytes("fp32"), f"{run_dir}: the model ({model_config.num_params:,} parameters)")
     graphdef, params = nnx.split(nnx.eval_shape(lambda: Grok(model_config, dtype=dtype)), nnx.Param)
-    with _manager(run_dir) as manager:
+    with _restoring(run_dir, step), _manager(run_dir) as manager:
         restored = manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(_abstract(params))))
     nnx.replace_by_pure_dict(params, restored["params"])
     return nnx.merge(graphdef, params)
@@ -420,43 +486,43 @@ def prepare_run(run_dir: str | Path, *, corpus: str | Path | None = None, model_
     """
     run_dir = Path(run_dir)
     corpus_file = run_dir / "corpus.json"
+    earlier_run = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
     if resume:
         latest_checkpoint_step(run_dir)  # a clear error when there is nothing to resume
         model_config, saved = read_run_files(run_dir)
         config = config or saved
-        if corpus is None:
-            corpus = json.loads(corpus_file.read_text()).get("path") if corpus_file.is_file() else None
+        corpus = _saved_corpus_path(run_dir) if corpus is None else corpus
         tokenizer = load_tokenizer(run_dir / "tokenizer.model")
-    elif (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
-        if not replace:
-            raise OSError(f"{run_dir}: already holds a training run; resume it (--resume) or choose another "
-                          "output folder")
-        import shutil
-
-        shutil.rmtree(run_dir / "checkpoints")
+    elif earlier_run and not replace:
+        raise OSError(f"{run_dir}: already holds a training run; resume it (--resume) or choose another "
+                      "output folder")
     model_config = model_config or preset("toy")
     config = config or TrainConfig()
     text = load_corpus(corpus)
     train_text, heldout_text = text.split()
     if not resume:
         tokenizer = train_tokenizer(train_text.splitlines(), model_config.vocab_size)
-        tokenizer.save(run_dir / "tokenizer.model")
     if tokenizer.vocab_size != model_config.vocab_size:
         raise ValueError(f"the tokenizer has {tokenizer.vocab_size} pieces but the model's vocab_size is "
                          f"{model_config.vocab_size}")
     train_tokens = np.asarray(tokenizer.encode(train_text), np.int32)
     heldout_tokens = np.asarray(tokenizer.encode(heldout_text), np.int32)
-    corpus_file.write_text(json.dumps(dict(
-        source=text.source, path=None if corpus is None else str(Path(corpus).absolute()),
-        documents=len(text.documents), characters=text.num_chars,
-        train_tokens=len(train_tokens), heldout_tokens=len(heldout_tokens)), indent=1))
     log(f"corpus: {text.source}: {len(text.documents)} documents, {text.num_chars:,} characters → "
         f"{len(train_tokens):,} training + {len(heldout_tokens):,} held-out tokens")
     if resume:
         trainer = Trainer.restore(run_dir, train_tokens, heldout_tokens, config=config)
         log(f"resuming {run_dir} at step {trainer.step} of {trainer.config.steps}")
     else:
-        trainer = Trainer(model_config, config, train_tokens, heldout_tokens)
+        trainer = Trainer(model_config, config, train_tokens, heldout_tokens)  # checks the text against the config
+        if earlier_run:  # only now, with every new input checked, does the earlier run go
+            import shutil
+
+            shutil.rmtree(run_dir / "checkpoints")
+        tokenizer.save(run_dir / "tokenizer.model")
+    corpus_file.write_text(json.dumps(dict(
+        source=text.source, path=None if corpus is None else str(Path(corpus).absolute()),
+        documents=len(text.documents), characters=text.num_chars,
+        train_tokens=len(train_tokens), heldout_tokens=len(heldout_tokens)), indent=1))
     return trainer, tokenizer
 
 
