@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from grok_mini.config import shown
 from grok_mini.model import Grok
 
 __all__ = ["generate", "stream", "sample_tokens", "filter_logits", "check_sampling", "pad_prompts", "BUCKET"]
@@ -106,23 +107,24 @@ def pad_prompts(prompts, *, pad_token: int, vocab_size: int) -> tuple[np.ndarray
     Trailing pad ids are padding; a pad id inside a prompt, an empty prompt or an id outside the
     vocabulary is an error.
     """
-    rows = [np.asarray(row).reshape(-1) for row in prompts]
+    rows = [np.asarray(row).reshape(-1).tolist() for row in prompts]  # Python numbers: no wrap-around
     if not rows:
         raise ValueError("no prompts given")
     cleaned = []
     for i, row in enumerate(rows):
-        if row.size and not np.issubdtype(row.dtype, np.integer):
-            raise ValueError(f"prompt {i}: token ids must be integers, got dtype {row.dtype}")
-        row = row.astype(np.int64)
+        for position, token in enumerate(row):
+            if not isinstance(token, int) or isinstance(token, bool):
+                raise ValueError(f"prompt {i}: token ids must be integers, got {shown(token)} at position {position}")
+            if not 0 <= token < vocab_size:  # checked before the cast: 2**64 - 1 must not become -1
+                raise ValueError(f"prompt {i}: token id {shown(token)} at position {position} is outside the "
+                                 f"vocabulary [0, {vocab_size})")
+        row = np.asarray(row, np.int64)
         end = len(row)
         while end and row[end - 1] == pad_token:
             end -= 1
         row = row[:end]
         if not len(row):
             raise ValueError(f"prompt {i} is empty: give at least one token")
-        if (bad := np.flatnonzero((row < 0) | (row >= vocab_size))).size:
-            raise ValueError(f"prompt {i}: token id {row[bad[0]]} at position {bad[0]} is outside the "
-                             f"vocabulary [0, {vocab_size})")
         if (pads := np.flatnonzero(row == pad_token)).size:
             raise ValueError(f"prompt {i}: the pad id {pad_token} at position {pads[0]} would be masked; "
                              "pad ids can only be trailing padding")
@@ -134,10 +136,18 @@ def pad_prompts(prompts, *, pad_token: int, vocab_size: int) -> tuple[np.ndarray
     return padded, lengths
 
 
+def _checked_seed(seed) -> int:
+    """jax.random.key takes a signed 64-bit integer; anything else is a ValueError, not an OverflowError."""
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not -(1 << 63) <= seed < 1 << 63:
+        raise ValueError(f"seed must be an integer in [-2**63, 2**63), got {shown(seed)}")
+    return int(seed)
+
+
 def _row_keys(seed, batch: int) -> jax.Array:
     if isinstance(seed, (int, np.integer)):
-        return jax.vmap(lambda i: jax.random.fold_in(jax.random.key(int(seed)), i))(jnp.arange(batch))
-    seeds = [int(s) for s in seed]
+        seed = _checked_seed(seed)
+        return jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(jnp.arange(batch))
+    seeds = [_checked_seed(s) for s in seed]
     if len(seeds) != batch:
         raise ValueError(f"seed: got {len(seeds)} per-row seeds for {batch} prompts")
     keys = [jax.random.fold_in(jax.random.key(s), 0) for s in seeds]  # = row 0 of an int seed s
