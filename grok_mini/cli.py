@@ -50,6 +50,31 @@ def _info(args) -> None:
 
 # ---- shared helpers -----------------------------------------------------------------------------
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit status 1, like every other error here."""
+
+    def error(self, message: str):
+        self.exit(1, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _integer(low: int, high: int):
+    """An argparse type: an integer in [low, high], refused with the range (and a long value cut short)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:  # not a number, or more digits than Python converts
+            value = None
+        if value is None or not low <= value <= high:
+            shown = text if len(text) <= 30 else f"{text[:20]}… ({len(text):,} characters)"
+            raise argparse.ArgumentTypeError(f"expected an integer from {low:,} to {high:,}, got {shown!r}")
+        return value
+    parse.__name__ = "integer"
+    return parse
+
+
+COUNT = _integer(1, 1 << 31)  # steps, windows, tokens, samples
+SEED = _integer(0, (1 << 63) - 1)  # what jax.random.key takes
+
 DEMO_PROMPTS = ('The "while" statement', "A class definition", "When an exception")
 
 
@@ -72,17 +97,17 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
 
     d = TrainConfig()
     add = parser.add_argument
-    add("--steps", type=int, help=f"optimiser steps in all (default {d.steps})")
-    add("--batch-size", type=int, help=f"windows a step (default {d.batch_size})")
-    add("--seq-len", type=int, help=f"tokens a window (default {d.seq_len})")
+    add("--steps", type=COUNT, help=f"optimiser steps in all (default {d.steps})")
+    add("--batch-size", type=COUNT, help=f"windows a step (default {d.batch_size})")
+    add("--seq-len", type=COUNT, help=f"tokens a window (default {d.seq_len})")
     add("--learning-rate", type=float, help=f"peak AdamW learning rate (default {d.learning_rate})")
-    add("--warmup-steps", type=int, help=f"linear warmup before the cosine decay (default {d.warmup_steps})")
+    add("--warmup-steps", type=_integer(0, 1 << 31), help=f"linear warmup before the cosine decay (default {d.warmup_steps})")
     add("--balance-coef", type=float, help=f"Switch load-balancing loss weight, 0 = off (default {d.balance_coef})")
     add("--z-coef", type=float, help=f"router z-loss weight, 0 = off (default {d.z_coef})")
-    add("--eval-every", type=int, help=f"held-out loss every N steps (default {d.eval_every})")
-    add("--eval-windows", type=int, help=f"held-out windows (default {d.eval_windows})")
-    add("--checkpoint-every", type=int, help="also checkpoint every N steps (default: only at the end)")
-    add("--seed", type=int, help=f"model initialisation, batch order and sampling (default {d.seed})")
+    add("--eval-every", type=COUNT, help=f"held-out loss every N steps (default {d.eval_every})")
+    add("--eval-windows", type=COUNT, help=f"held-out windows (default {d.eval_windows})")
+    add("--checkpoint-every", type=_integer(0, 1 << 31), help="also checkpoint every N steps (default: only at the end)")
+    add("--seed", type=SEED, help=f"model initialisation, batch order and sampling (default {d.seed})")
     add("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -164,6 +189,8 @@ def _train(args) -> None:
     else:
         model_config, config = _model_config(args), TrainConfig(**overrides)
     trainer, _ = prepare_run(out, corpus=args.corpus, model_config=model_config, config=config, resume=args.resume)
+    if args.until is not None and args.until <= trainer.step:
+        raise ValueError(f"--until {args.until}: the run in {out} is already at step {trainer.step}")
     print(f"model: {model_config.num_params:,} parameters; training to step {args.until or config.steps} of "
           f"{config.steps} → {out}/")
     trainer.run(args.until, run_dir=out, progress=not args.no_progress)
@@ -196,14 +223,19 @@ def _load_for_generation(args):
         return model, tokenizer
     if (path / "ckpt-0").is_dir():  # the release format
         from grok_mini.checkpoint import load_checkpoint
+        from grok_mini.memory import require_memory
 
         config = _model_config(args, default=None)
         if config is None and (path / "config.json").is_file():
             config = GrokConfig.from_json(path / "config.json")
         if config is None:
             raise ConfigError(f"{path}: a release checkpoint needs --preset (e.g. grok-1) or --config JSON")
-        model = load_checkpoint(path, config, dtype=dtype or jnp.bfloat16, quantized=args.int8,
-                                mesh=_mesh(args.mesh, config))
+        dtype = dtype or jnp.bfloat16
+        mesh = _mesh(args.mesh, config)
+        weights = config.weight_bytes("int8" if args.int8 else "fp32" if dtype == jnp.float32 else "bf16")
+        require_memory(weights, f"{path}: the model ({config.num_params:,} parameters)",
+                       None if mesh is None else mesh.devices.flat)  # before minutes of loading
+        model = load_checkpoint(path, config, dtype=dtype, quantized=args.int8, mesh=mesh)
         tokenizer = None
         if args.ids is None:
             local = args.tokenizer or (path / "tokenizer.model" if (path / "tokenizer.model").is_file() else None)
@@ -304,7 +336,7 @@ def _figures(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="grok-mini", description=__doc__)
+    parser = _Parser(prog="grok-mini", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -317,9 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--preset", default="toy")
     demo.add_argument("--config", help="a GrokConfig JSON file (instead of --preset)")
     demo.add_argument("--corpus", help="a text file or folder instead of the embedded corpus")
-    demo.add_argument("--max-new-tokens", type=int, default=40)
+    demo.add_argument("--max-new-tokens", type=COUNT, default=40)
     demo.add_argument("--temperature", type=float, default=0.8)
-    demo.add_argument("--top-k", type=int, default=40)
+    demo.add_argument("--top-k", type=COUNT, default=40)
     demo.add_argument("--top-p", type=float, default=0.95)
     _add_training_arguments(demo)
     demo.set_defaults(run=_demo)
@@ -330,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", help="a GrokConfig JSON file (instead of --preset)")
     train.add_argument("--out", default="runs/train", help="the run folder")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    train.add_argument("--until", type=int, help="stop at this step (the schedule still spans --steps); "
+    train.add_argument("--until", type=COUNT, help="stop at this step (the schedule still spans --steps); "
                        "continue later with --resume")
     _add_training_arguments(train)
     train.set_defaults(run=_train)
@@ -341,13 +373,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--checkpoint", dest="checkpoint_option", metavar="DIR", help="the same, as an option")
     gen.add_argument("--prompt", help="text to continue")
     gen.add_argument("--ids", help="token ids to continue instead of --prompt, e.g. 422,3033,356")
-    gen.add_argument("--max-new-tokens", type=int, default=64)
+    gen.add_argument("--max-new-tokens", type=COUNT, default=64)
     gen.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
-    gen.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens (default: all)")
+    gen.add_argument("--top-k", type=COUNT, default=None, help="keep the k most likely tokens (default: all)")
     gen.add_argument("--top-p", type=float, default=1.0,
                      help="nucleus: keep the most likely tokens whose probability mass exceeds p (1 = all)")
-    gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--num-samples", type=int, default=1)
+    gen.add_argument("--seed", type=SEED, default=0)
+    gen.add_argument("--num-samples", type=COUNT, default=1)
     gen.add_argument("--no-eos", action="store_true", help="do not stop at the end-of-sequence token")
     gen.add_argument("--tokenizer", help="a tokenizer.model (default: the run's own; for a release checkpoint "
                      "its folder's tokenizer.model, else Grok-1's from the hub)")
@@ -385,7 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError, OSError) as error:
         if args.debug:
             raise
-        print(f"grok-mini {args.command}: error: {error}", file=sys.stderr)
+        message = " ".join(str(error).split()) or type(error).__name__  # one line, whatever the library wrote
+        print(f"grok-mini {args.command}: error: {message}", file=sys.stderr)
         return 1
     return 0
 
