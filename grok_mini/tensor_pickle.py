@@ -19,13 +19,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import stat
 import struct
 from pathlib import Path
 
 import ml_dtypes
 import numpy as np
 
+from grok_mini.files import FileRefusedError, open_regular
 from grok_mini.quant import QuantizedWeight8bit
 
 __all__ = ["CheckpointError", "DTYPES", "read_pickled_tensor"]
@@ -89,21 +89,6 @@ class _OnDisk:
 
 
 _MARK = object()
-
-
-def _open_regular(path: Path):
-    """Open `path` for reading only if it is a regular file (a FIFO or device would block or never end)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except OSError as error:
-        raise CheckpointError(f"{path}: cannot read ({error.strerror or error})") from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a directory" if stat.S_ISDIR(mode) else "not a regular file"
-        raise CheckpointError(f"{path}: is {kind}, not a tensor file")
-    os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb")
 
 
 class _Reader:
@@ -402,7 +387,11 @@ def read_pickled_tensor(path: str | Path, *, mapped: bool = False, max_bytes: in
     than the tensor it should hold (described by `holds` in the error) can be.
     """
     path = Path(path)
-    with _open_regular(path) as file:
+    try:
+        file = open_regular(path, "a tensor file")  # a FIFO would block, a device never end
+    except FileRefusedError as error:
+        raise CheckpointError(str(error)) from None
+    with file:
         size = os.fstat(file.fileno()).st_size
         if max_bytes is not None and size > max_bytes:
             raise CheckpointError(f"{path}: {size} bytes, more than the {max_bytes} that {holds} can take")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -44,13 +43,13 @@ def run_isolated(code: str, *, timeout: float = 20.0, address_space: int = 6 << 
     JAX reserves a few GiB of address space at start, so the default limit leaves it room and still
     stops a reader that tries to allocate what a crafted header claims.
     """
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
+    # The child sets its own limits before anything else runs (a preexec_fn would fork this
+    # multithreaded, JAX-using process, which can deadlock).
+    prologue = (f"import resource; resource.setrlimit(resource.RLIMIT_AS, ({address_space}, {address_space})); "
+                "resource.setrlimit(resource.RLIMIT_CORE, (0, 0))\n")
     environment = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT), **(env or {})}
-    process = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, preexec_fn=limit, env=environment, cwd=ROOT)
+    process = subprocess.Popen([sys.executable, "-c", prologue + textwrap.dedent(code)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=environment, cwd=ROOT)
     output: dict[str, str] = {}
     readers = [threading.Thread(target=lambda name=name, stream=stream: output.setdefault(name, stream.read()))
                for name, stream in (("stdout", process.stdout), ("stderr", process.stderr))]
