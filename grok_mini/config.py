@@ -137,7 +137,7 @@ class GrokConfig:
 
     @classmethod
     def from_dict(cls, values: dict, *, source: str = "config") -> GrokConfig:
-        """Build from official field names; derived keys (ffn_size, rope_base, ...) must agree.
+        """Build from official field names, all of them; derived keys (ffn_size, rope_base, ...) must agree.
 
         Every problem is a ConfigError that starts with `source` (the file, when read from one).
         """
@@ -148,6 +148,8 @@ class GrokConfig:
         unknown = set(values) - names - derived
         if unknown:
             raise ConfigError(f"{source}: unknown config keys {sorted(unknown)}")
+        if missing := sorted(names - set(values)):  # a default here would be Grok-1's: silently another model
+            raise ConfigError(f"{source}: missing config keys {missing}")
         try:
             config = cls(**{k: v for k, v in values.items() if k in names})
         except ConfigError as error:

@@ -498,6 +498,7 @@ def prepare_run(run_dir: str | Path, *, corpus: str | Path | None = None, model_
                       "output folder")
     model_config = model_config or preset("toy")
     config = config or TrainConfig()
+    _training_memory(model_config, str(run_dir))  # before a tokenizer of vocab_size pieces is trained
     text = load_corpus(corpus)
     train_text, heldout_text = text.split()
     if not resume:
