@@ -376,7 +376,7 @@ def _cache_fill():
     tokenizer = _toy_tokenizer_and_text()[0]
     prompts = [tokenizer.encode("The if statement"), tokenizer.encode("Assignment statements are used to")]
     padded, lengths = pad_prompts(prompts, pad_token=model.config.pad_token, vocab_size=model.config.vocab_size)
-    run = nnx.jit(lambda model, tokens, cache: model(tokens, cache))
+    run = nnx.jit(lambda model, tokens, cache: model.extend(tokens, cache))
     logits, cache = run(model, jnp.asarray(padded), model.init_cache(2, int(lengths.max()) + 8))  # prefill
     cache = [dataclasses.replace(layer, step=jnp.asarray(lengths)) for layer in cache]
     token = jnp.argmax(logits[jnp.arange(2), lengths - 1], axis=-1)

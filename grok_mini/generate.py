@@ -35,7 +35,8 @@ from flax import nnx
 from grok_mini.config import shown
 from grok_mini.model import Grok
 
-__all__ = ["generate", "stream", "sample_tokens", "filter_logits", "check_sampling", "pad_prompts", "BUCKET"]
+__all__ = ["generate", "stream", "prefill", "decode_step", "Sampler", "sample_tokens", "filter_logits",
+           "check_sampling", "pad_prompts", "BUCKET"]
 
 BUCKET = 16  # prompts are padded, and caches sized, to multiples of this (like the runner's pad_sizes)
 
@@ -77,28 +78,56 @@ def sample_tokens(logits: jax.Array, keys: jax.Array, temperature: jax.Array, to
     return jax.vmap(jax.random.categorical)(keys, filtered).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnums=(5,))
-def _choose(logits, keys, temperature, top_k, top_p, greedy: bool):
-    """The next token of every row: argmax when greedy, else a draw from the filtered distribution."""
-    if greedy:
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    return sample_tokens(logits, keys, temperature, top_k, top_p)
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Sampler:
+    """How each row's next token is chosen: argmax when `greedy`, else a draw at step i with key
+    fold_in(keys[row], i) from logits / temperature filtered by top-k and top-p."""
+
+    keys: jax.Array  # [B] one base key per row
+    temperature: jax.Array  # [B] float32
+    top_k: jax.Array  # [B] int32; vocab_size keeps every token
+    top_p: jax.Array  # [B] float32; 1 keeps every token
+    greedy: bool = dataclasses.field(default=False, metadata={"static": True})
+
+    @classmethod
+    def argmax(cls, batch: int) -> Sampler:
+        """Greedy decoding for `batch` rows (the keys and settings are then unused)."""
+        ones = jnp.ones((batch,), jnp.float32)
+        return cls(jax.random.split(jax.random.key(0), batch), ones, jnp.ones((batch,), jnp.int32), ones, greedy=True)
+
+    def choose(self, logits: jax.Array, step) -> jax.Array:
+        """logits [B, V] float32 → token ids [B] int32."""
+        if self.greedy:
+            return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        keys = jax.vmap(jax.random.fold_in, (0, None))(self.keys, step)
+        return sample_tokens(logits, keys, self.temperature, self.top_k, self.top_p)
 
 
-@functools.partial(jax.jit, static_argnums=(0,))
-def _prefill(graphdef, state, tokens, lengths, cache):
-    """Run the padded prompts [B, T] through the model; float32 logits after each row's last token."""
-    logits, cache = nnx.merge(graphdef, state)(tokens, cache)
-    last = logits[jnp.arange(tokens.shape[0]), lengths - 1]  # [B, V]
-    cache = [dataclasses.replace(layer, step=lengths) for layer in cache]  # each row resumes at its length
-    return last.astype(jnp.float32), cache
+# The one inference path: `generate`/`stream`, the CLI, the benchmarks and the figures all run these
+# two compiled functions. They take the model split once (graphdef, state = nnx.split(model)), so a
+# step costs no Python walk over the model's variables, and they donate the cache: its buffers are
+# updated in place instead of copied every token.
+
+@functools.partial(jax.jit, static_argnums=0, donate_argnums=4)
+def prefill(graphdef: nnx.GraphDef, state: nnx.State, tokens: jax.Array, lengths: jax.Array, cache: list,
+            sampler: Sampler) -> tuple[jax.Array, list]:
+    """Right-padded prompts tokens [B, T] with lengths [B] into an empty cache → (first new ids [B], cache).
+
+    Each row's cache then resumes at its own length (its pad positions stay masked keys).
+    """
+    logits, cache = nnx.merge(graphdef, state).extend(tokens, cache)
+    last = logits[jnp.arange(tokens.shape[0]), lengths - 1].astype(jnp.float32)  # [B, V]
+    cache = [dataclasses.replace(layer, step=lengths) for layer in cache]
+    return sampler.choose(last, 0), cache
 
 
-@functools.partial(jax.jit, static_argnums=(0,))
-def _decode(graphdef, state, tokens, cache):
-    """One new token per row: tokens [B] → float32 logits [B, V] of the next."""
-    logits, cache = nnx.merge(graphdef, state)(tokens[:, None], cache)
-    return logits[:, -1].astype(jnp.float32), cache
+@functools.partial(jax.jit, static_argnums=0, donate_argnums=3)
+def decode_step(graphdef: nnx.GraphDef, state: nnx.State, tokens: jax.Array, cache: list, sampler: Sampler,
+                step) -> tuple[jax.Array, list]:
+    """One new token a row: the previous ids [B] → (next ids [B], cache). `step` (1, 2, ...) picks the draw's key."""
+    logits, cache = nnx.merge(graphdef, state).extend(tokens[:, None], cache)
+    return sampler.choose(logits[:, -1].astype(jnp.float32), step), cache
 
 
 def pad_prompts(prompts, *, pad_token: int, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -107,14 +136,16 @@ def pad_prompts(prompts, *, pad_token: int, vocab_size: int) -> tuple[np.ndarray
     Trailing pad ids are padding; a pad id inside a prompt, an empty prompt or an id outside the
     vocabulary is an error.
     """
-    rows = [np.asarray(row).reshape(-1).tolist() for row in prompts]  # Python numbers: no wrap-around
+    # Checked as Python numbers, as given: numpy would wrap 2**64 - 1 to -1 or turn [5, 1e23] into floats.
+    rows = [list(row) if isinstance(row, (list, tuple)) else np.asarray(row).reshape(-1).tolist() for row in prompts]
     if not rows:
         raise ValueError("no prompts given")
     cleaned = []
     for i, row in enumerate(rows):
         for position, token in enumerate(row):
-            if not isinstance(token, int) or isinstance(token, bool):
+            if not isinstance(token, (int, np.integer)) or isinstance(token, (bool, np.bool_)):
                 raise ValueError(f"prompt {i}: token ids must be integers, got {shown(token)} at position {position}")
+            token = row[position] = int(token)
             if not 0 <= token < vocab_size:  # checked before the cast: 2**64 - 1 must not become -1
                 raise ValueError(f"prompt {i}: token id {shown(token)} at position {position} is outside the "
                                  f"vocabulary [0, {vocab_size})")
@@ -144,7 +175,7 @@ def _checked_seed(seed) -> int:
 
 
 def _row_keys(seed, batch: int) -> jax.Array:
-    if isinstance(seed, (int, np.integer)):
+    if not isinstance(seed, (list, tuple, np.ndarray)):  # one seed for the batch
         seed = _checked_seed(seed)
         return jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(jnp.arange(batch))
     seeds = [_checked_seed(s) for s in seed]
@@ -174,13 +205,11 @@ def stream(model: Grok, prompts, max_new_tokens: int, *, temperature: float = 0.
                          f"model's sequence_len={config.sequence_len}; shorten the prompt or ask for at most "
                          f"{max(config.sequence_len - longest, 0)} new tokens")
     batch = tokens.shape[0]
-    keys = _row_keys(seed, batch)
-    settings = (jnp.full((batch,), max(temperature, 1e-6), jnp.float32),  # unused when greedy
-                jnp.full((batch,), config.vocab_size if top_k is None else min(int(top_k), config.vocab_size),
-                         jnp.int32),
-                jnp.full((batch,), top_p, jnp.float32))
-    greedy = temperature == 0
-    step_keys = lambda i: jax.vmap(jax.random.fold_in, (0, None))(keys, i)  # noqa: E731
+    sampler = Sampler(_row_keys(seed, batch),
+                      jnp.full((batch,), max(temperature, 1e-6), jnp.float32),  # unused when greedy
+                      jnp.full((batch,), config.vocab_size if top_k is None else min(int(top_k), config.vocab_size),
+                               jnp.int32),
+                      jnp.full((batch,), top_p, jnp.float32), greedy=temperature == 0)
 
     graphdef, state = nnx.split(model)
     # Round the prefill width and the cache length up to a multiple of BUCKET (within sequence_len):
@@ -188,19 +217,16 @@ def stream(model: Grok, prompts, max_new_tokens: int, *, temperature: float = 0.
     width = min(-(-longest // BUCKET) * BUCKET, config.sequence_len - max_new_tokens)
     tokens = np.pad(tokens, ((0, 0), (0, width - tokens.shape[1])), constant_values=config.pad_token)
     cache = model.init_cache(batch, min(-(-(width + max_new_tokens) // BUCKET) * BUCKET, config.sequence_len))
-    logits, cache = _prefill(graphdef, state, jnp.asarray(tokens), jnp.asarray(lengths), cache)
-    token = _choose(logits, step_keys(0), *settings, greedy)
+    token, cache = prefill(graphdef, state, jnp.asarray(tokens), jnp.asarray(lengths), cache, sampler)
     finished = np.zeros(batch, bool)
     for i in range(max_new_tokens):
-        ids = np.asarray(token)
-        ids = np.where(finished, config.pad_token, ids)
+        ids = np.where(finished, config.pad_token, np.asarray(token))
         yield ids
         if eos_token is not None:
             finished |= ids == eos_token
         if finished.all() or i + 1 == max_new_tokens:
             return
-        logits, cache = _decode(graphdef, state, jnp.asarray(ids), cache)
-        token = _choose(logits, step_keys(i + 1), *settings, greedy)
+        token, cache = decode_step(graphdef, state, jnp.asarray(ids), cache, sampler, i + 1)
 
 
 def generate(model: Grok, tokens, max_new_tokens: int, *, temperature: float = 0.0, top_k: int | None = None,

@@ -56,13 +56,11 @@ class DecoderLayer(nnx.Module):
 
 
 class Grok(nnx.Module):
-    """Grok-1 at any scale. `model(tokens)` → logits [B, T, vocab].
+    """Grok-1 at any scale. `model(tokens)` → logits [B, T, vocab]; `model.extend(tokens, cache)` →
+    (logits, cache) continues a KV cache (one KVCache per layer, see `init_cache`).
 
     dtype is the activation dtype (bfloat16 as released, or float32); param_dtype holds the seven
     matrices of each layer. Embedding, norms and router are always float32, as in the release.
-    With a cache (one KVCache per layer, see `init_cache`), `model(tokens, cache)` continues
-    from where the cache stopped and returns (logits, cache); the caller keeps step + T within the
-    cache length (`generate` does), since writes past its end cannot be detected inside jit.
     """
 
     def __init__(self, config: GrokConfig, *, dtype=jnp.bfloat16, param_dtype=jnp.float32,
@@ -92,7 +90,19 @@ class Grok(nnx.Module):
 
         return jax.lax.with_sharding_constraint(h, sharding.activation_sharding("residual", h.shape, self.mesh))
 
-    def __call__(self, tokens: jax.Array, cache: list[KVCache] | None = None):
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        """tokens [B, T] → logits [B, T, vocab], every position attending to those before it."""
+        return self._forward(tokens, None)[0]
+
+    def extend(self, tokens: jax.Array, cache: list[KVCache]) -> tuple[jax.Array, list[KVCache]]:
+        """Continue from where `cache` stopped: tokens [B, T] → (logits [B, T, vocab], the updated cache).
+
+        The caller keeps step + T within the cache length (`generate` does): writes past its end
+        cannot be detected inside jit.
+        """
+        return self._forward(tokens, cache)
+
+    def _forward(self, tokens, cache):
         cfg = self.config
         if not isinstance(tokens, jax.core.Tracer):  # concrete input: check it (traced input is the caller's job)
             tokens = validate_tokens(tokens, cfg)
@@ -111,5 +121,4 @@ class Grok(nnx.Module):
             new_cache.append(layer_cache)
         h = self.rms_norm(h)
         logits = jnp.einsum("btd,vd->btv", h, embedding.astype(self.dtype))
-        logits = logits * jnp.asarray(cfg.output_multiplier_scale, self.dtype)
-        return logits if cache is None else (logits, new_cache)
+        return logits * jnp.asarray(cfg.output_multiplier_scale, self.dtype), new_cache

@@ -34,10 +34,10 @@ def test_causality_later_tokens_do_not_change_earlier_logits(tiny_model):
 def test_kv_cache_decode_equals_full_forward(tiny_model, prefill):
     full = np.asarray(forward(tiny_model, TOKENS))
     cache = tiny_model.init_cache(batch=2, length=16)
-    logits, cache = tiny_model(TOKENS[:, :prefill], cache)
+    logits, cache = tiny_model.extend(TOKENS[:, :prefill], cache)
     pieces = [np.asarray(logits)]
     for t in range(prefill, TOKENS.shape[1]):
-        logits, cache = tiny_model(TOKENS[:, t:t + 1], cache)
+        logits, cache = tiny_model.extend(TOKENS[:, t:t + 1], cache)
         pieces.append(np.asarray(logits))
     assert relative_error(np.concatenate(pieces, axis=1), full) < 1e-5
     np.testing.assert_array_equal(np.asarray(cache[0].step), [10, 10])

@@ -57,7 +57,7 @@ def test_right_padding_invariance(tokens, real):
 @given(tokens=real_tokens, prefill=st.integers(1, LENGTH))
 def test_kv_cache_equals_full_forward(tokens, prefill):
     tokens = np.array([tokens])
-    step = nnx.jit(lambda model, t, cache: model(t, cache))
+    step = nnx.jit(lambda model, t, cache: model.extend(t, cache))
     cache = MODEL.init_cache(1, LENGTH)
     logits, cache = step(MODEL, tokens[:, :prefill], cache)
     pieces = [logits]
