@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from grok_mini.config import ConfigError, GrokConfig, preset
+from grok_mini.config import ConfigError, GrokConfig, preset, shown
 
 __all__ = ["main", "info_table"]
 
@@ -65,8 +65,7 @@ def _integer(low: int, high: int):
         except ValueError:  # not a number, or more digits than Python converts
             value = None
         if value is None or not low <= value <= high:
-            shown = text if len(text) <= 30 else f"{text[:20]}… ({len(text):,} characters)"
-            raise argparse.ArgumentTypeError(f"expected an integer from {low:,} to {high:,}, got {shown!r}")
+            raise argparse.ArgumentTypeError(f"expected an integer from {low:,} to {high:,}, got {shown(text, 40)}")
         return value
     parse.__name__ = "integer"
     return parse
@@ -274,7 +273,7 @@ def _generate(args) -> None:
         try:
             prompt = [int(i) for i in args.ids.replace(",", " ").split()]
         except ValueError:
-            raise ValueError(f"--ids: expected integers separated by commas, got {args.ids!r}") from None
+            raise ValueError(f"--ids: expected integers separated by commas, got {shown(args.ids)}") from None
     model, tokenizer = _load_for_generation(args)
     if tokenizer is not None and tokenizer.vocab_size > model.config.vocab_size:
         raise ValueError(f"the tokenizer has {tokenizer.vocab_size} pieces, more than the model's "
@@ -291,17 +290,17 @@ def _generate(args) -> None:
             print(tokenizer.decode(prompt + ids) if tokenizer else " ".join(map(str, ids)))
         return
     # One sample: print the text as it is decoded, holding back an incomplete UTF-8 character.
-    shown = tokenizer.decode(prompt)
-    print(shown, end="", flush=True)
+    printed = tokenizer.decode(prompt)
+    print(printed, end="", flush=True)
     ids = list(prompt)
     for step in stream(model, [prompt], args.max_new_tokens, seed=args.seed, **settings):
         if eos is not None and step[0] in (eos, model.config.pad_token):
             break
         ids.append(int(step[0]))
         text = tokenizer.decode(ids).rstrip("\ufffd")
-        if text.startswith(shown) and len(text) > len(shown):
-            print(text[len(shown):], end="", flush=True)
-            shown = text
+        if text.startswith(printed) and len(text) > len(printed):
+            print(text[len(printed):], end="", flush=True)
+            printed = text
     print()
 
 
