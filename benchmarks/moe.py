@@ -2,6 +2,7 @@
 
     python benchmarks/moe.py                      # CPU: toy width and Grok-1 width (slow); last line is the speedup
     python benchmarks/moe.py --toy-only           # CPU: toy width only
+    python benchmarks/moe.py --quick              # CPU: toy width at 256 tokens, once (a check that it runs)
     python benchmarks/moe.py --gpu --out moe_gpu.md           # one GPU: a full-width Grok-1 MoE layer, int8
     python benchmarks/moe.py --gpu --smoke --out /tmp/smoke.md  # the GPU mode at tiny sizes (runs on CPU)
 
@@ -24,13 +25,13 @@ import functools
 import math
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import measure  # benchmarks/measure.py: timing, copy bandwidth, bytes, × bound
 from flax import nnx
 
 from grok_mini import GrokConfig, moe
@@ -110,26 +111,6 @@ def compiled(method: str, experts: moe.Experts, *, backward: bool = False, tile_
     return jax.jit(jax.grad(loss, argnums=(0, 1, 2))), state
 
 
-def run_timed(fn, args, calls: int) -> float:
-    """Seconds per call over `calls` back-to-back calls (async dispatch hides the Python overhead)."""
-    start = time.perf_counter()
-    for _ in range(calls):
-        out = fn(*args)
-    jax.block_until_ready(out)
-    return (time.perf_counter() - start) / calls
-
-
-def side_by_side(fns: dict, repeats: int, calls: int = 1) -> dict[str, float]:
-    """Median seconds per call of each fn (name → (fn, args)); the methods take turns in every repeat."""
-    for fn, args in fns.values():
-        jax.block_until_ready(fn(*args))  # warm-up: compile and run once
-    samples = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, (fn, args) in fns.items():
-            samples[name].append(run_timed(fn, args, calls))
-    return {name: statistics.median(times) for name, times in samples.items()}
-
-
 def log(*parts):
     print(*parts, flush=True)
 
@@ -137,7 +118,8 @@ def log(*parts):
 # ---- CPU ----------------------------------------------------------------------------------------
 
 def cpu_toy_width(token_counts, repeats: int) -> float:
-    """Width 512, ffn 1024, float32: forward and forward+backward. Returns official/sparse at 4096 forward."""
+    """Width 512, ffn 1024, float32: forward and forward+backward. Returns official/sparse, forward, at the
+    largest token count."""
     config = experts_config(512, 1024)
     experts = float_experts(config, jnp.float32)
     log(f"\n## Toy width: D={config.emb_size}, F={config.ffn_size}, {config.num_experts} experts, top-{TOP_K}, "
@@ -153,12 +135,12 @@ def cpu_toy_width(token_counts, repeats: int) -> float:
             for method in methods:
                 fn, state = compiled(method, experts, backward=backward)
                 fns[method] = (fn, (state, x, gates, ids) + ((cotangent,) if backward else ()))
-            t = side_by_side(fns, repeats)
+            t = measure.side_by_side(fns, repeats)
             ragged = "n/a" if backward else f"{t['ragged'] * 1e3:.0f}"
             log(f"| {n} | {'fwd+bwd' if backward else 'forward'} | {t['sparse'] * 1e3:.0f} | {ragged} | "
                 f"{t['dense'] * 1e3:.0f} | {t['official'] * 1e3:.0f} | {t['dense'] / t['sparse']:.1f}x | "
                 f"{t['official'] / t['sparse']:.1f}x |")
-            if n == 4096 and not backward:
+            if n == max(token_counts) and not backward:
                 speedup = t["official"] / t["sparse"]
     log("\n(ragged forward only: on CPU jax.lax.ragged_dot is a dense masked product over all experts.)")
     return speedup
@@ -194,58 +176,35 @@ def cpu_grok_width(token_counts, repeats: int):
         x, gates, ids, _ = inputs(n, config, jnp.bfloat16)
         chosen = len(set(jax.device_get(ids).reshape(-1).tolist()))
         fn, state = compiled("sparse", experts)
-        seconds = side_by_side({"sparse": (fn, (state, x, gates, ids))}, repeats)["sparse"]
+        seconds = measure.side_by_side({"sparse": (fn, (state, x, gates, ids))}, repeats)["sparse"]
         log(f"| {n} | {chosen} | {seconds:.1f} | {seconds / chosen:.1f} |")
 
 
 def cpu_main(args):
     log(f"# MoE dispatch on CPU: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
         f"jax {jax.__version__}, backend {jax.default_backend()}, sparse tile_rows {moe.default_tile_rows()}")
-    speedup = cpu_toy_width([256, 1024, 4096], repeats=args.repeats)
-    if not args.toy_only:
+    token_counts = [256] if args.quick else [256, 1024, 4096]
+    speedup = cpu_toy_width(token_counts, repeats=1 if args.quick else args.repeats)
+    if not (args.toy_only or args.quick):
         cpu_grok_width([1, 8], repeats=2)
-    log("\nforward, 4096 tokens, width 512, ffn 1024, 8 experts, top-2, float32: official formulation / sparse")
+    log(f"\nforward, {max(token_counts)} tokens, width 512, ffn 1024, 8 experts, top-2, float32: "
+        "official formulation / sparse")
     log(f"speedup_vs_official_dense: {speedup:.2f}")
 
 
 # ---- GPU ----------------------------------------------------------------------------------------
 
-def device_time(fn, args, repeats: int = 5, budget_s: float = 0.2) -> float:
-    """Median seconds per call on the device: warm-up, one call to gauge, then `repeats` batches of
-    back-to-back calls sized to about budget_s each (one call per batch when a call is slow)."""
-    jax.block_until_ready(fn(*args))  # compile and run once
-    once = run_timed(fn, args, 1)
-    calls = max(1, min(50, round(budget_s / once)))
-    return statistics.median(run_timed(fn, args, calls) for _ in range(repeats if once < 1 else 3))
-
-
-def copy_bandwidth(num_bytes: int) -> float:
-    """Bytes/s of a large device-to-device copy (x + 1: every byte read once and written once)."""
-    x = jnp.zeros((num_bytes // 4,), jnp.float32)
-    return 2 * num_bytes / device_time(jax.jit(lambda a: a + 1), (x,))
-
-
-def matmul_rate(n: int) -> float:
-    """FLOP/s of an n×n×n bfloat16 matmul."""
-    ka, kb = jax.random.split(jax.random.key(2))
-    a, b = (jax.random.normal(k, (n, n), jnp.bfloat16) for k in (ka, kb))
-    return 2 * n**3 / device_time(jax.jit(lambda a, b: a @ b), (a, b))
-
-
 def expert_bytes(experts: moe.Experts) -> int:
-    """Bytes one expert's weights occupy: int8 w and bfloat16 scales of linear, linear_v, linear_1."""
-    total = 0
-    for linear in (experts.linear, experts.linear_v, experts.linear_1):
-        w, s = linear.w[...], linear.scales[...]
-        total += (w.size * w.dtype.itemsize + s.size * s.dtype.itemsize) // w.shape[0]
-    return total
+    """Bytes one expert's weights occupy (int8 w and bfloat16 scales of linear, linear_v, linear_1:
+    every array of the module is a stack over the experts)."""
+    return measure.array_bytes(experts) // experts.linear.w[...].shape[0]
 
 
 def gpu_main(args):
     smoke = args.smoke
     width, ffn = (64, 128) if smoke else (6144, 32768)
     prefill, decode = (64, [1, 8]) if smoke else (2048, [1, 4, 8, 32, 64])
-    copy_mb, matmul_n = (16, 256) if smoke else (4096, 8192)
+    matmul_n = 256 if smoke else 8192
     device = jax.devices()[0]
     lines = [f"# MoE dispatch on {device.device_kind} ({jax.default_backend()}), jax {jax.__version__}"
              + (" (smoke test: tiny sizes)" if smoke else ""), ""]
@@ -257,9 +216,9 @@ def gpu_main(args):
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text("\n".join(lines) + "\n")
 
-    bandwidth = copy_bandwidth(copy_mb * 2**20)
-    flops_peak = matmul_rate(matmul_n)
-    emit(f"Measured: copy bandwidth {bandwidth / 1e9:.0f} GB/s (x + 1 on {copy_mb} MiB, read + write); "
+    bandwidth = measure.copy_bandwidth()
+    flops_peak = measure.matmul_rate(matmul_n)
+    emit(f"Measured in this run ({measure.environment()}): copy bandwidth {bandwidth}; "
          f"bfloat16 matmul {flops_peak / 1e12:.0f} TFLOP/s ({matmul_n}³).")
     config = experts_config(width, ffn)
     experts = int8_experts(config)
@@ -297,7 +256,7 @@ def gpu_main(args):
                     # the compiled program, to see e.g. whether the int8 → bf16 convert is fused into the matmul
                     hlo = fn.lower(state, x, gates, ids).compile().as_text()
                     Path(args.out).with_name(f"moe_{case}{n}_{method.split()[0]}.hlo.txt").write_text(hlo)
-                times[name] = device_time(fn, (state, x, gates, ids))
+                times[name] = measure.seconds_per_call(fn, state, x, gates, ids)
             except Exception as error:  # one path failing (e.g. out of memory) must not lose the others
                 times[name] = None
                 emit(f"| {case} | {n} | {name} | failed: {type(error).__name__}: {str(error)[:120]} |")
@@ -306,12 +265,13 @@ def gpu_main(args):
                 continue
             official = times.get("official")
             ratio = f"{official / seconds:.1f}x" if official else "n/a"
+            over = measure.times_bound(seconds, needed_bytes, bandwidth)
             emit(f"| {case} | {n} | {name} | {seconds * 1e3:.3f} | {selected} | {needed_bytes / seconds / 1e9:.0f} | "
-                 f"{100 * needed_bytes / seconds / bandwidth:.0f}% | {seconds * bandwidth / needed_bytes:.2f} | "
+                 f"{100 / over:.0f}% | {over:.2f} | "
                  f"{flops / seconds / 1e12:.1f} | {100 * flops / seconds / flops_peak:.1f}% | {ratio} |")
         log(f"({case} {n}: {time.perf_counter() - start:.0f} s with compilation)")
         if case == "decode" and times.get("sparse"):
-            over = times["sparse"] * bandwidth / needed_bytes
+            over = measure.times_bound(times["sparse"], needed_bytes, bandwidth)
             verdicts.append(f"- decode {n} tokens: sparse at {over:.2f}× the bandwidth bound for the "
                             f"{selected} experts it must read: {'within' if over <= 2 else 'NOT within'} 2x")
     emit("")
@@ -328,6 +288,8 @@ def main(argv=None):
     parser.add_argument("--methods", type=lambda s: s.split(","),
                         help="with --gpu: only these methods, comma-separated (official is always run)")
     parser.add_argument("--toy-only", action="store_true", help="CPU: skip the Grok-1 width section")
+    parser.add_argument("--quick", action="store_true",
+                        help="CPU: toy width at 256 tokens only, one repeat (a check that the script runs)")
     parser.add_argument("--repeats", type=int, default=3, help="CPU: timed repeats per method (default 3)")
     args = parser.parse_args(argv)
     if args.gpu:
