@@ -6,39 +6,24 @@ each token's k=2 copies run as tiles of one row through their expert (as sparse_
 - switch:  lax.switch over E branches, each with a static slice w[e] (only the taken branch runs);
 - reduce:  the int8 product written as one fused multiply-reduce (int8 read once, never materialised);
 - kernel:  the Pallas kernel (grok_mini/kernels.py), at several block shapes (`--kernel-only`: just these).
-Prints ms per call and the ratio to the bound (selected experts' bytes / measured copy bandwidth).
+Prints ms per call and the ratio to the bound (selected experts' bytes / copy bandwidth measured in the
+same run, benchmarks/measure.py). `--smoke`: D=256, F=512, to check the script on any machine (on a CPU
+the kernel runs in Pallas's interpreter).
 """
 
 import argparse
 import functools
-import time
 
 import jax
 import jax.numpy as jnp
+import measure  # benchmarks/measure.py: timing, copy bandwidth, bytes, × bound
 import numpy as np
 
 from grok_mini import kernels
 from grok_mini.layers import matmul
 from grok_mini.moe import gelu_tanh
 
-D, F, E, K = 6144, 32768, 8, 2
-COPY_MIB = 4096
-
-
-def timed(fn, *args, repeats=20):
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
-def copy_bandwidth():
-    x = jnp.ones((COPY_MIB, 1024, 256), jnp.float32)  # COPY_MIB MiB
-    f = jax.jit(lambda a: a + 1)
-    return 2 * x.nbytes / timed(f, x)
+E, K = 8, 2
 
 
 def reduce_matmul(x, weight, scales):
@@ -92,39 +77,43 @@ def run_kernel(w, tiles, tile_expert, shape):
 
 
 def main():
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--kernel-only", action="store_true", help="only the Pallas kernel's block shapes")
     parser.add_argument("--tokens", type=int, nargs="+", default=[1, 4, 8, 32, 64], help="decode batch sizes")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (D=256, F=512), tokens 1 and 8")
     args = parser.parse_args()
+    D, F = (256, 512) if args.smoke else (6144, 32768)
+    token_counts = [1, 8] if args.smoke else args.tokens
     rng = np.random.default_rng(0)
     def int8(shape, blocks):
         weight = jnp.asarray(rng.integers(-127, 128, size=shape, dtype=np.int8))
         scales = jnp.asarray(rng.uniform(1e-3, 2e-3, size=(E, blocks, shape[-1])), jnp.bfloat16)
         return weight, scales
     w = {"linear": int8((E, D, F), 1), "linear_v": int8((E, D, F), 1), "linear_1": int8((E, F, D), 8)}
-    expert_bytes = sum(a.nbytes + s.nbytes for a, s in w.values()) / E
-    bandwidth = copy_bandwidth()
-    print(f"copy bandwidth {bandwidth / 1e9:,.0f} GB/s; one expert {expert_bytes / 1e9:.3f} GB")
+    expert_bytes = measure.array_bytes(w) / E
+    bandwidth = measure.copy_bandwidth()
+    print(f"{measure.environment()}; copy bandwidth {bandwidth}; one expert {expert_bytes / 1e9:.3f} GB")
     print("| tokens | experts read | variant | ms | bound ms | × bound |")
     print("| ---: | ---: | --- | ---: | ---: | ---: |")
-    for tokens in args.tokens:
+    for tokens in token_counts:
         ids = np.stack([rng.choice(E, size=K, replace=False) for _ in range(tokens)])  # [tokens, K]
         used = sorted(set(ids.reshape(-1).tolist()))  # one tile of `tokens` rows per expert used
         tile_expert = jnp.asarray(used, jnp.int32)
         tiles = jnp.asarray(rng.normal(size=(len(used), tokens, D)), jnp.bfloat16)
         distinct = len(used)
-        bound = distinct * expert_bytes / bandwidth
+        needed_bytes = distinct * expert_bytes
         variants = {} if args.kernel_only else {v: functools.partial(run, variant=v)
                                                 for v in ("dynamic", "switch", "reduce")}
         variants |= {name: functools.partial(run_kernel, shape=shape) for name, shape in KERNEL_SHAPES.items()}
         for variant, fn in variants.items():
             try:
-                seconds = timed(fn, w, tiles, tile_expert)
+                seconds = measure.seconds_per_call(fn, w, tiles, tile_expert)
             except Exception as error:  # one shape failing to compile must not lose the others
                 print(f"| {tokens} | {distinct} | {variant} | failed: {type(error).__name__}: {str(error)[:200]} |")
                 continue
-            print(f"| {tokens} | {distinct} | {variant} | {seconds * 1e3:.3f} | {bound * 1e3:.3f} | "
-                  f"{seconds / bound:.2f} |", flush=True)
+            print(f"| {tokens} | {distinct} | {variant} | {seconds * 1e3:.3f} | "
+                  f"{measure.bound_seconds(needed_bytes, bandwidth) * 1e3:.3f} | "
+                  f"{measure.times_bound(seconds, needed_bytes, bandwidth):.2f} |", flush=True)
 
 
 if __name__ == "__main__":
