@@ -217,15 +217,14 @@ def _load_for_generation(args):
     if (path / "checkpoints").is_dir():  # a grok-mini training run
         from grok_mini.train import load_trained_model
 
-        model = load_trained_model(path, dtype=dtype or jnp.float32)
         tokenizer = load_tokenizer(args.tokenizer or path / "tokenizer.model") if args.ids is None else None
-        return model, tokenizer
+        return load_trained_model(path, dtype=dtype or jnp.float32), tokenizer  # the tokenizer first: it is quick
     if (path / "ckpt-0").is_dir():  # the release format
         from grok_mini.checkpoint import load_checkpoint
         from grok_mini.memory import require_memory
 
         config = _model_config(args, default=None)
-        if config is None and (path / "config.json").is_file():
+        if config is None and (path / "config.json").exists():  # exists, not is_file: a FIFO is refused, not skipped
             config = GrokConfig.from_json(path / "config.json")
         if config is None:
             raise ConfigError(f"{path}: a release checkpoint needs --preset (e.g. grok-1) or --config JSON")
@@ -234,12 +233,11 @@ def _load_for_generation(args):
         weights = config.weight_bytes("int8" if args.int8 else "fp32" if dtype == jnp.float32 else "bf16")
         require_memory(weights, f"{path}: the model ({config.num_params:,} parameters)",
                        None if mesh is None else mesh.devices.flat)  # before minutes of loading
-        model = load_checkpoint(path, config, dtype=dtype, quantized=args.int8, mesh=mesh)
-        tokenizer = None
+        tokenizer = None  # before the model: a bad tokenizer should not cost minutes of loading
         if args.ids is None:
-            local = args.tokenizer or (path / "tokenizer.model" if (path / "tokenizer.model").is_file() else None)
+            local = args.tokenizer or (path / "tokenizer.model" if (path / "tokenizer.model").exists() else None)
             tokenizer = load_tokenizer(local) if local else load_grok1_tokenizer()
-        return model, tokenizer
+        return load_checkpoint(path, config, dtype=dtype, quantized=args.int8, mesh=mesh), tokenizer
     raise OSError(f"{path}: neither a training run (checkpoints/) nor a release checkpoint (ckpt-0/)")
 
 

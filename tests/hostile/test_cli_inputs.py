@@ -152,3 +152,20 @@ def test_the_toy_and_the_fixture_still_generate(capsys):
     assert release_generate("--ids", "5,6") == 0
     assert len(capsys.readouterr().out.split()) == 2
     assert preset("toy").weight_bytes("fp32") < 1 << 30
+
+
+@pytest.mark.parametrize("name", ["config.json", "tokenizer.model"])
+def test_fifos_beside_a_release_checkpoint_are_refused_not_skipped(tmp_path, name):
+    folder = tmp_path / "release"
+    folder.mkdir()
+    (folder / "ckpt-0").symlink_to(FIXTURE / "ckpt-0")
+    if name == "tokenizer.model":
+        (folder / "config.json").write_bytes((FIXTURE / "config.json").read_bytes())
+    os.mkfifo(folder / name)
+    outcome = run_isolated(f"""
+        from grok_mini.cli import main
+        code = main(["generate", {str(folder)!r}, "--prompt", "hi", "--max-new-tokens", "1", "--dtype", "float32"])
+        print("REFUSED" if code == 1 else f"exit {{code}}")
+    """, env={"HF_HUB_OFFLINE": "1"})
+    assert refused_cleanly(outcome), outcome
+    assert f"{folder / name}:" in outcome.stderr and "FIFO" in outcome.stderr
