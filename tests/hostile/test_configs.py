@@ -202,3 +202,31 @@ def test_a_model_beyond_the_machine_is_refused_from_its_counted_bytes():
     with pytest.raises(ConfigError, match=r"the model needs [\d,.]+ GiB, more than the [\d,.]+ GiB"):
         require_memory(huge.weight_bytes("bf16"), "the model")
     require_memory(preset("toy").weight_bytes("fp32"), "the toy")  # fits anywhere
+
+
+_TOY_TEXT = json.dumps(TOY).encode()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edits=st.lists(st.tuples(st.integers(0, len(_TOY_TEXT) - 1), st.binary(min_size=0, max_size=3)), max_size=4))
+def test_mutated_config_files_give_a_config_or_a_config_error(tmp_path, edits):
+    data = bytearray(_TOY_TEXT)
+    for position, replacement in edits:
+        data[position:position + 1] = replacement
+    path = tmp_path / "mutated.json"
+    path.write_bytes(bytes(data))
+    try:
+        GrokConfig.from_json(path)
+    except ConfigError as error:
+        assert str(error).startswith(str(path))
+
+
+@settings(max_examples=200, deadline=None)
+@given(changes=st.dictionaries(st.sampled_from(sorted(HF_TOY)), _JSON_VALUES | st.integers(-3, 5000), max_size=3))
+def test_fuzzed_hf_configs_give_a_config_or_a_config_error(changes):
+    try:
+        config = config_from_hf({**HF_TOY, **changes})
+    except ConfigError as error:
+        assert str(error).startswith("config.json: ")
+    else:
+        assert config.num_q_heads % config.num_kv_heads == 0
