@@ -5,7 +5,8 @@
 
 Phases (each prints a timestamped line; the report is rewritten after every phase, so a run cut
 short still leaves what it measured):
-1. the devices, and each GPU's HBM bandwidth measured by a copy (read + write of a large array);
+1. the devices, and each GPU's memory bandwidth measured by one large copy (benchmarks/measure.py:
+   bytes read + written; the bound of every "×" in the report);
 2. how many layers fit: the GPUs' memory less a reserve per GPU (activations, KV cache,
    dequantised temporaries, XLA workspace; `--reserve-gib`), at most 64 (`--layers N` to choose);
 3. a release-layout checkpoint (`ckpt-0/tensorNNNNN_000` pickles, int8 matrices + bfloat16 scales,
@@ -16,9 +17,11 @@ short still leaves what it measured):
 4. the disk's cold read speed, on one expert file whose cached pages are dropped first;
 5. grok_mini.load_checkpoint(dir, config, mesh=make_mesh(), quantized=True) over all GPUs: load time,
    host RAM peak during the load, memory per GPU;
-6. prefill tokens/s and greedy decode ms/token (bfloat16 activations, int8 weights, KV cache),
-   against the bound "bytes of weights each GPU reads per decoded token / its measured bandwidth",
-   both for all its weights (what a dense MoE reads) and for the weights a token uses (2 of 8 experts).
+6. prefill tokens/s and greedy decode ms/token (bfloat16 activations, int8 weights, KV cache) through
+   grok_mini.generate's `prefill` and `decode_step`, the compiled functions `grok-mini generate` runs,
+   and decode through `generate.stream` itself; against the bound "bytes each GPU reads per decoded
+   token / its measured copy bandwidth", both for all its weights (what a dense MoE reads) and for the
+   weights a token uses (2 of 8 experts), each with the KV cache.
 
 Needs only jax, flax, numpy and grok_mini's own imports (run from the repository root; no install).
 """
@@ -31,7 +34,6 @@ import gc
 import json
 import math
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -77,19 +79,19 @@ if ARGS is not None:
         os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
 sys.path.insert(0, str(ROOT))
 
-import flax  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import measure  # noqa: E402  (benchmarks/measure.py: timing, copy bandwidth, bytes, × bound)
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
-from jax.sharding import NamedSharding  # noqa: E402
-from jax.sharding import PartitionSpec as P  # noqa: E402
 
 from grok_mini import GrokConfig, load_checkpoint, make_mesh, preset  # noqa: E402
 from grok_mini.checkpoint import CHECKPOINT_DIR, QuantizedWeight8bit, _pickle_release, release_layout  # noqa: E402
+from grok_mini.generate import BUCKET, Sampler, decode_step, prefill, stream  # noqa: E402
 from grok_mini.sharding import shard_cache, shard_tokens  # noqa: E402
 
 GB, GiB = 1e9, 2**30
+PROFILE_STEPS = 8  # decode steps traced with --profile
 SMOKE = GrokConfig(vocab_size=2048, emb_size=256, key_size=32, num_q_heads=8, num_kv_heads=4, num_layers=4,
                    widening_factor=8.0, sequence_len=128, attn_output_multiplier=32**-0.5,
                    embedding_multiplier_scale=256**0.5)
@@ -160,25 +162,6 @@ class Report:
         self.path.write_text("\n".join(lines) + "\n")
 
 
-# ---- phase 1: bandwidth -------------------------------------------------------------------------------
-
-def copy_bandwidth(mesh, bytes_per_device: int) -> float:
-    """HBM bandwidth per device in bytes/s: y = x + 1 over a large bf16 array reads and writes it once."""
-    n = len(mesh.devices.flat)
-    columns = bytes_per_device // 2 // 1024
-    sharding = NamedSharding(mesh, P(mesh.axis_names, None))  # [n·1024, columns]: 1024 rows a device
-    x = jax.jit(lambda: jnp.ones((n * 1024, columns), jnp.bfloat16), out_shardings=sharding)()
-    bump = jax.jit(lambda x: x + jnp.bfloat16(1))
-    bump(x).block_until_ready()
-    times = []
-    for _ in range(5):
-        start = time.perf_counter()
-        bump(x).block_until_ready()
-        times.append(time.perf_counter() - start)
-    del x
-    return 2 * 1024 * columns * 2 / min(times)
-
-
 # ---- phase 3: the checkpoint ---------------------------------------------------------------------------
 
 def write_checkpoint(config: GrokConfig, layout: list, folder: Path, seed: int) -> dict:
@@ -245,56 +228,52 @@ def cold_read_speed(path: Path) -> float | None:
 
 # ---- phase 6: prefill and decode --------------------------------------------------------------------
 
-def run_model(model, mesh, config: GrokConfig, batch: int, prompt_len: int, steps: int, report: Report,
-              seed: int, profile: Path | None = None) -> dict:
+def run_model(model, mesh, config: GrokConfig, batch: int, prompt_len: int, steps: int, cache_len: int,
+              report: Report, seed: int, profile: Path | None = None, through_stream: bool = False) -> dict:
+    """Prefill and greedy decode through grok_mini.generate's `prefill` and `decode_step`, the compiled
+    functions `grok-mini generate` runs (jit, cache donated); with through_stream also `generate.stream`
+    itself, which runs the same decode_step and hands each token to the host."""
     graphdef, state = nnx.split(model)
-
-    def prefill(state, tokens, cache):
-        logits, cache = nnx.merge(graphdef, state)(tokens, cache)
-        return jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32)[:, None], cache
-
-    step = prefill  # the same function on [B, 1] tokens: one decode step
-    prefill_jit = jax.jit(prefill, donate_argnums=2)
-    decode_jit = jax.jit(step, donate_argnums=2)
+    sampler = Sampler.argmax(batch)
     rng = np.random.default_rng(seed)
-    tokens = shard_tokens(rng.integers(3, config.vocab_size, (batch, prompt_len), dtype=np.int32), mesh)
+    prompt = rng.integers(3, config.vocab_size, (batch, prompt_len), dtype=np.int32)
+    tokens, lengths = shard_tokens(prompt, mesh), jnp.full((batch,), prompt_len, jnp.int32)
 
-    def fresh_cache():
-        return shard_cache(model.init_cache(batch, prompt_len + steps + 4), mesh)
-
-    start = time.perf_counter()
-    compiled = prefill_jit.lower(state, tokens, fresh_cache()).compile()
-    report.add("compile prefill", f"{time.perf_counter() - start:.1f} s")
-    times = []
-    for _ in range(3):
-        cache = fresh_cache()
+    def fresh_prefill():  # a new cache each time: prefill donates (consumes) it
+        cache = shard_cache(model.init_cache(batch, cache_len), mesh)
         jax.block_until_ready(cache)
-        start = time.perf_counter()
-        token, cache = compiled(state, tokens, cache)
-        token.block_until_ready()
-        times.append(time.perf_counter() - start)
-    prefill_s = min(times[1:])
+        return measure.timed(lambda: prefill(graphdef, state, tokens, lengths, cache, sampler))
+
+    first_s, _ = fresh_prefill()
+    report.add("compile prefill (+1 run)", f"{first_s:.1f} s")
+    prefill_s, _ = fresh_prefill()
+    again_s, (token, cache) = fresh_prefill()  # this one's token and cache start the decode
+    prefill_s = min(prefill_s, again_s)
     report.add("prefill", f"{batch * prompt_len / prefill_s:,.0f} tokens/s",
                f"batch {batch} × {prompt_len} tokens in {prefill_s * 1e3:,.1f} ms (best of 2 after a warm-up)")
 
-    start = time.perf_counter()
-    token, cache = decode_jit(state, token, cache)  # compiles; the next call may recompile once for the
-    token, cache = decode_jit(state, token, cache)  # layout the compiler chose for the returned cache
-    token.block_until_ready()
-    report.add("compile decode (+2 steps)", f"{time.perf_counter() - start:.1f} s")
-    start = time.perf_counter()
-    for _ in range(steps):
-        token, cache = decode_jit(state, token, cache)
-    token.block_until_ready()
-    decode_s = (time.perf_counter() - start) / steps
+    position = 0  # decode steps taken: decode_step's `step` argument (1, 2, ...)
+
+    def decode(n: int) -> jax.Array:  # n steps back to back, each fed the token the last one chose
+        nonlocal token, cache, position
+        for _ in range(n):
+            position += 1
+            token, cache = decode_step(graphdef, state, token, cache, sampler, position)
+        return token
+
+    # The first call compiles; the second may compile once more for the layout XLA chose for the returned cache.
+    report.add("compile decode (+2 steps)", f"{measure.timed(lambda: decode(2))[0]:.1f} s")
+    decode_s = measure.timed(lambda: decode(steps))[0] / steps
     if profile is not None:
         trace_dir = Path(tempfile.mkdtemp(prefix="grok-decode-trace-"))  # large: kept out of the report's folder
         with jax.profiler.trace(str(trace_dir)):
-            for _ in range(8):
-                token, cache = decode_jit(state, token, cache)
-            token.block_until_ready()
-        Path(profile).write_text(device_time_by_kernel(trace_dir, steps=8))
-    return {"prefill_s": prefill_s, "decode_s": decode_s}
+            jax.block_until_ready(decode(PROFILE_STEPS))
+        Path(profile).write_text(device_time_by_kernel(trace_dir, steps=PROFILE_STEPS))
+    timing = {"prefill_s": prefill_s, "decode_s": decode_s}
+    if through_stream:
+        for _ in range(2):  # the first pass compiles stream's own shapes (its cache is sized in buckets)
+            timing["stream_s"] = measure.seconds_per_item(stream(model, prompt, steps + 1))
+    return timing
 
 
 def device_time_by_kernel(trace_dir: Path, steps: int, top: int = 30) -> str:
@@ -322,19 +301,6 @@ def device_time_by_kernel(trace_dir: Path, steps: int, top: int = 30) -> str:
     return "\n".join(lines) + "\n"
 
 
-def weight_bytes_per_device(model, config: GrokConfig) -> tuple[int, int]:
-    """(all weights, weights one token uses) in bytes on the first device, from the placed arrays."""
-    first = jax.devices()[0]
-    total = active = 0
-    for path, variable in nnx.to_flat_state(nnx.state(model, nnx.Param)):
-        array = variable.get_value()
-        on_first = sum(s.data.nbytes for s in array.addressable_shards if s.device == first)
-        total += on_first
-        share = config.num_selected_experts / config.num_experts if "experts" in path else 1.0
-        active += on_first * share
-    return total, int(active)
-
-
 # ---- main -------------------------------------------------------------------------------------------
 
 def main(args: argparse.Namespace) -> None:
@@ -342,8 +308,7 @@ def main(args: argparse.Namespace) -> None:
     kind = devices[0].device_kind
     report = Report(args.out, f"Grok-1 at scale on {len(devices)} × {kind}" + (" (smoke)" if args.smoke else ""))
     report.note(f"command: `python benchmarks/gpu_scale.py {' '.join(sys.argv[1:])}`")
-    report.note(f"jax {jax.__version__}, flax {flax.__version__}, Python {platform.python_version()}, "
-                f"backend {jax.default_backend()}")
+    report.note(measure.environment())
     report.add("devices", f"{len(devices)} × {kind}", f"{jax.process_count()} process(es)")
     sizes = [int(s) for s in args.mesh.split(",")] if args.mesh else None
     mesh = make_mesh(data=sizes[0], expert=sizes[1], model=sizes[2]) if sizes else make_mesh()
@@ -355,9 +320,9 @@ def main(args: argparse.Namespace) -> None:
     report.add("host RAM", meminfo.replace("MemTotal:", "").strip())
 
     # 1. bandwidth
-    buffer = (64 << 20) if args.smoke or limit is None else min(2 << 30, limit // 8)
-    bandwidth = copy_bandwidth(mesh, buffer)
-    report.add("copy bandwidth per device", f"{bandwidth / GB:,.1f} GB/s", f"read + write of {gb(buffer)}")
+    bandwidth = measure.copy_bandwidth(mesh)
+    report.add("copy bandwidth per device", f"{bandwidth.bytes_per_second / GB:,.1f} GB/s",
+               f"{bandwidth}; the bound of every × below")
 
     # 2. how many layers
     base = SMOKE if args.smoke else preset("grok-1")
@@ -422,31 +387,40 @@ def main(args: argparse.Namespace) -> None:
         model.set_attributes(dispatch=args.dispatch)
     dispatch = model.decoder_layers[0].moe.dispatch
     report.add("MoE dispatch", dispatch)
-    total_bytes, active_bytes = weight_bytes_per_device(model, config)
-    report.add("weights on device 0", gb(total_bytes), f"a token uses {gb(active_bytes)} of them (2 of 8 experts)")
-
     # 6. speed
     prompt_len = args.prompt_len or (16 if args.smoke else 256)
     steps = args.decode_steps or (8 if args.smoke else 32)
+    cache_len = -(-(prompt_len + 2 + steps + PROFILE_STEPS) // BUCKET) * BUCKET  # warm-up, timed and traced steps
+    read = measure.decode_bytes(model, shard_cache(model.init_cache(args.batch, cache_len), mesh))
+    report.add("weights on device 0", gb(read.weights), f"a token uses {gb(read.token_weights)} of them "
+               f"(2 of 8 experts); a decode step also reads the KV cache, {gb(read.cache)} ({cache_len} positions)")
     try:
-        timing = run_model(model, mesh, config, args.batch, prompt_len, steps, report, args.seed, args.profile)
+        timing = run_model(model, mesh, config, args.batch, prompt_len, steps, cache_len, report, args.seed,
+                           args.profile, through_stream=True)
     except Exception as error:  # an OOM should still leave the load numbers in the report
         report.note(f"prefill/decode failed: {type(error).__name__}: {str(error).splitlines()[0][:300]}")
         return
-    decode_ms = timing["decode_s"] * 1e3
-    bound_all, bound_active = total_bytes / bandwidth * 1e3, active_bytes / bandwidth * 1e3
-    report.add("decode", f"{decode_ms:,.1f} ms/token", f"batch {args.batch}; {args.batch / timing['decode_s']:,.1f} "
-               f"tokens/s; {steps} steps")
-    report.add("decode bound, all weights on a device", f"{bound_all:,.1f} ms/token",
-               f"{gb(total_bytes)} / {bandwidth / GB:,.1f} GB/s; measured is {decode_ms / bound_all:,.1f}× this")
-    report.add("decode bound, weights a token uses", f"{bound_active:,.1f} ms/token",
-               f"{gb(active_bytes)} / {bandwidth / GB:,.1f} GB/s; measured is {decode_ms / bound_active:,.1f}× this")
+    decode_s = timing["decode_s"]
+    decode_ms = decode_s * 1e3
+    per_second = bandwidth.bytes_per_second / GB
+    report.add("decode", f"{decode_ms:,.2f} ms/token", f"batch {args.batch}; {args.batch / decode_s:,.1f} "
+               f"tokens/s; {steps} steps of generate.decode_step back to back")
+    report.add("decode through generate.stream", f"{timing['stream_s'] * 1e3:,.2f} ms/token",
+               "what `grok-mini generate` runs: the same decode_step, each token handed to the host before the next "
+               f"step; {timing['stream_s'] / decode_s:,.2f}× the back-to-back time")
+    report.add("decode bound, all weights on a device", f"{measure.bound_seconds(read.all_read, bandwidth) * 1e3:,.2f} "
+               f"ms/token", f"{gb(read.all_read)} (weights + KV cache) / {per_second:,.1f} GB/s; measured is "
+               f"{measure.times_bound(decode_s, read.all_read, bandwidth):,.2f}× this")
+    report.add("decode bound, weights a token uses", f"{measure.bound_seconds(read.token_read, bandwidth) * 1e3:,.2f} "
+               f"ms/token", f"{gb(read.token_read)} (weights + KV cache) / {per_second:,.1f} GB/s; measured is "
+               f"{measure.times_bound(decode_s, read.token_read, bandwidth):,.2f}× this")
     if args.compare_scan:
         model.set_attributes(int8_kernel=False)
-        scan_ms = run_model(model, mesh, config, args.batch, prompt_len, steps, report, args.seed)["decode_s"] * 1e3
-        report.add("decode, MoE by the tiles' scan (int8_kernel=False)", f"{scan_ms:,.1f} ms/token",
-                   f"{scan_ms / bound_active:,.1f}× the bound for the weights a token uses; the default takes "
-                   f"{decode_ms / scan_ms:,.2f}× this time")
+        scan_s = run_model(model, mesh, config, args.batch, prompt_len, steps, cache_len, report,
+                           args.seed)["decode_s"]
+        report.add("decode, MoE by the tiles' scan (int8_kernel=False)", f"{scan_s * 1e3:,.2f} ms/token",
+                   f"{measure.times_bound(scan_s, read.token_read, bandwidth):,.2f}× the bound for the weights a "
+                   f"token uses; the default takes {decode_s / scan_s:,.2f}× this time")
     if not args.smoke and layers < 64:
         report.note(f"64 layers on the same GPUs would scale decode to about {decode_ms * 64 / layers:,.0f} ms/token "
                     "(linear in layers; the embedding's share is small), if they fit.")

@@ -28,7 +28,7 @@ import dataclasses
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import flax
@@ -81,11 +81,11 @@ def side_by_side(fns: dict[str, tuple[Callable, tuple]], repeats: int, calls: in
     return {name: statistics.median(times) for name, times in samples.items()}
 
 
-def compile_seconds(fn: Callable, *args) -> tuple[float, Any]:
-    """(seconds, compiled executable) of lowering and compiling the jitted fn for these arguments."""
-    start = time.perf_counter()
-    compiled = fn.lower(*args).compile()
-    return time.perf_counter() - start, compiled
+def seconds_per_item(items: Iterable, skip: int = 1) -> float:
+    """Seconds per item of an iterator that hands over host values (e.g. `generate.stream`'s token ids),
+    from the time the `skip`-th item arrived to the last: what its caller waits per item."""
+    stamps = [time.perf_counter() for _ in items]
+    return (stamps[-1] - stamps[skip - 1]) / (len(stamps) - skip)
 
 
 # ---- the ceilings -------------------------------------------------------------------------------
