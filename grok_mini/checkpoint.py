@@ -31,33 +31,17 @@ from flax import nnx
 
 from grok_mini.config import GrokConfig
 from grok_mini.model import Grok
+from grok_mini.params import PARAMS
 from grok_mini.quant import QuantizedWeight8bit, dequantize, quantize
 from grok_mini.tensor_pickle import CheckpointError, read_pickled_tensor
 
-__all__ = ["CheckpointError", "QuantizedWeight8bit", "ReleaseTensor", "release_layout",
-           "read_tensor", "dequantize", "quantize", "load_checkpoint", "save_checkpoint"]
+__all__ = ["CheckpointError", "QuantizedWeight8bit", "ReleaseTensor", "release_layout", "read_tensor",
+           "iter_release_tensors", "dequantize", "quantize", "save_checkpoint"]
 
 CHECKPOINT_DIR = "ckpt-0"
 
 
 # ---- which file holds which parameter ---------------------------------------------------------
-
-# Per layer: (official module path, param name, our attribute path, quantised input blocks or None).
-_LAYER_PARAMS = [
-    ("moe/linear", "w", "moe.experts.linear.w", 1),
-    ("moe/linear_1", "w", "moe.experts.linear_1.w", 8),
-    ("moe/linear_v", "w", "moe.experts.linear_v.w", 1),
-    ("multi_head_attention/key", "w", "multi_head_attention.key.w", 1),
-    ("multi_head_attention/linear", "w", "multi_head_attention.linear.w", 8),
-    ("multi_head_attention/query", "w", "multi_head_attention.query.w", 1),
-    ("multi_head_attention/value", "w", "multi_head_attention.value.w", 1),
-    ("rms_norm", "scale", "rms_norm.scale", None),
-    ("rms_norm_1", "scale", "rms_norm_1.scale", None),
-    ("rms_norm_2", "scale", "rms_norm_2.scale", None),
-    ("rms_norm_3", "scale", "rms_norm_3.scale", None),
-    ("router", "w", "moe.router.w", None),
-]
-
 
 @dataclasses.dataclass(frozen=True)
 class ReleaseTensor:
@@ -80,17 +64,15 @@ def release_layout(config: GrokConfig) -> list[ReleaseTensor]:
     The official loader flattens a dict keyed by module path, and JAX sorts dict keys as strings:
     the order is lexicographic, so layers come 0, 1, 10, 11, ..., 19, 2, 20, ...
     """
-    from grok_mini.sharding import abstract_model  # = nnx.eval_shape of Grok, fast at 64 layers
-
-    state = abstract_model(config, dtype=jnp.float32)
-    shapes = {tuple(path): variable.shape for path, variable in nnx.to_flat_state(nnx.state(state, nnx.Param))}
-    entries = [("language_model/in_out_embed", "embeddings", ("in_out_embed",), None),
-               ("language_model/rms_norm", "scale", ("rms_norm", "scale"), None)]
-    for layer in range(config.num_layers):
-        for module, name, ours, blocks in _LAYER_PARAMS:
-            param = ("decoder_layers", layer, *ours.split("."))
-            entries.append((f"transformer/decoder_layer_{layer}/{module}", name, param, blocks))
-    entries.sort(key=lambda entry: (entry[0], entry[1]))
+    shapes = {path: variable.shape for path, variable in
+              nnx.to_flat_state(nnx.state(Grok.abstract(config, dtype=jnp.float32), nnx.Param))}
+    entries = []
+    for row in PARAMS:
+        for layer in range(config.num_layers) if row.per_layer else [None]:
+            module, name = row.release.format(n=layer).rsplit("/", 1)
+            ours = tuple(row.ours.split("."))
+            entries.append((module, name, ours if layer is None else ("decoder_layers", layer, *ours), row.blocks))
+    entries.sort(key=lambda entry: (entry[0], entry[1]))  # as JAX sorts the official tree: module, then name
     return [ReleaseTensor(i, f"{module}/{name}", param, shapes[param], blocks)
             for i, (module, name, param, blocks) in enumerate(entries)]
 
@@ -190,51 +172,6 @@ def iter_release_tensors(path: str | Path, config: GrokConfig, *, mapped: bool =
                             holds=f"parameter {tensor.path} of shape {tensor.shape}")
         _check(tensor, value, source, check_finite)
         yield tensor, value
-
-
-def load_checkpoint(path: str | Path, config: GrokConfig, *, dtype=jnp.bfloat16, quantized: bool = False,
-                    mesh=None, check_finite: bool = True) -> Grok:
-    """Read a release-format checkpoint (`path` holds `ckpt-0/`) into a Grok with `dtype` activations.
-
-    quantized=False dequantises the matrices once, in float32, and stores them in `dtype` (so
-    bfloat16 gives the release's own int8 × bfloat16-scale product); quantized=True keeps them int8
-    with their scales (~1 byte a parameter). Embeddings, norms and router stay float32. The model
-    is built abstractly first, so nothing is allocated twice, and returned only if every file was read.
-
-    With a `mesh` (`grok_mini.make_mesh`) every parameter is split over the devices by the rules of
-    sharding.py: files are memory-mapped and each device gets only its slice (dequantised on the
-    host if asked), so host memory stays near two files' tensors (the one being read and the one
-    being copied), and a process of a multi-host run (jax.distributed) reads only the parts of each
-    file its own devices hold. NaN or infinite weights or scales are an error unless
-    check_finite=False.
-    """
-    from grok_mini import sharding  # imported here: sharding uses this module's unpickler
-
-    if mesh is not None:
-        sharding.check_mesh(config, mesh)
-    abstract = sharding.abstract_model(config, dtype=dtype, param_dtype=jnp.int8 if quantized else dtype)
-    graphdef, state = nnx.split(abstract)
-    flat = dict(nnx.to_flat_state(state))
-
-    def put(param: tuple, value) -> jax.Array:
-        variable = flat[param]
-        target = variable.get_value()  # abstract: shape and dtype
-        read_slice = (sharding.dequantized_slices(value, target.dtype) if isinstance(value, QuantizedWeight8bit)
-                      else sharding.array_slices(value, target.dtype))
-        variable.set_value(sharding.place(param, target.shape, read_slice, mesh))
-        return variable.get_value()
-
-    previous = []
-    for tensor, value in iter_release_tensors(path, config, mapped=mesh is not None, check_finite=check_finite):
-        if isinstance(value, QuantizedWeight8bit) and quantized:
-            placed = [put(tensor.param, value.weight), put((*tensor.param[:-1], "scales"), value.scales)]
-        else:
-            placed = [put(tensor.param, value)]  # float32 as it is; int8 dequantised slice by slice
-        # Copies to a GPU run asynchronously and keep their host slices alive until done: without
-        # this wait the reading runs ahead of them and host memory fills up with pending files.
-        jax.block_until_ready(previous)
-        previous = placed
-    return sharding.tell_model_the_mesh(nnx.merge(graphdef, nnx.from_flat_state(flat)), mesh)
 
 
 def _pickle_release(value) -> bytes:

@@ -11,7 +11,8 @@ What changes between the release layout and this one (see reference/grok1-facts.
 
 `save_hf(model, dir)` and `release_to_hf(release_dir, config, dir)` write `config.json`, one or more
 `model-0000i-of-0000n.safetensors` and, when there are several, `model.safetensors.index.json`.
-`load_hf(dir)` reads them back into a Grok, slice by slice (and onto a mesh, like load_checkpoint).
+`open_export(dir, config)` checks an export and gives a reader per parameter, from which
+`load.load_hf` assembles a Grok slice by slice (and onto a mesh, like load_checkpoint).
 """
 
 from __future__ import annotations
@@ -27,40 +28,23 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from grok_mini import sharding
 from grok_mini.checkpoint import CheckpointError, iter_release_tensors, release_layout
 from grok_mini.config import CONFIG_MAX_BYTES, ConfigError, GrokConfig, shown
 from grok_mini.files import check_regular, read_json
-from grok_mini.memory import require_memory
 from grok_mini.model import Grok
+from grok_mini.params import PER_LAYER, TOP_LEVEL
 from grok_mini.quant import QuantizedWeight8bit, dequantize
 
-__all__ = ["HFTensor", "hf_layout", "hf_config", "config_from_hf", "save_hf", "release_to_hf", "load_hf"]
+__all__ = ["HFTensor", "hf_layout", "hf_config", "config_from_hf", "save_hf", "release_to_hf", "open_export"]
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
-
-# Per layer: (HF name after "model.layers.N.", our parameter path inside decoder_layers[N]).
-_LAYER_NAMES = [
-    ("attn.q_proj.weight", "multi_head_attention.query.w"),
-    ("attn.k_proj.weight", "multi_head_attention.key.w"),
-    ("attn.v_proj.weight", "multi_head_attention.value.w"),
-    ("attn.o_proj.weight", "multi_head_attention.linear.w"),
-    ("moe_block.gate.weight", "moe.router.w"),
-    ("pre_attn_norm.scale", "rms_norm.scale"),
-    ("post_attn_norm.scale", "rms_norm_1.scale"),
-    ("pre_moe_norm.scale", "rms_norm_2.scale"),
-    ("post_moe_norm.scale", "rms_norm_3.scale"),
-]
-_EXPERT_MATRICES = ["linear", "linear_v", "linear_1"]  # gate (GELU), value, down: same names in HF
-
 
 @dataclasses.dataclass(frozen=True)
 class HFTensor:
@@ -78,30 +62,24 @@ class HFTensor:
 
 
 def hf_layout(config: GrokConfig) -> list[HFTensor]:
-    """Every HF tensor of a Grok with `config`, layer by layer."""
-    d, f, e = config.emb_size, config.ffn_size, config.num_experts
-    q_out, kv_out = config.num_q_heads * config.key_size, config.num_kv_heads * config.key_size
-    our_shapes = {  # [in, out] as we hold them (for one expert)
-        "multi_head_attention.query.w": (d, q_out), "multi_head_attention.key.w": (d, kv_out),
-        "multi_head_attention.value.w": (d, kv_out), "multi_head_attention.linear.w": (q_out, d),
-        "moe.router.w": (d, e), "moe.experts.linear.w": (d, f), "moe.experts.linear_v.w": (d, f),
-        "moe.experts.linear_1.w": (f, d),
-    }
+    """Every HF tensor of a Grok with `config`: the embedding, layer by layer, the final norm.
 
-    def tensor(name, param, expert=None):
-        dotted = ".".join(str(p) for p in param[2:]) if param[0] == "decoder_layers" else ""
-        shape = our_shapes[dotted][::-1] if param[-1] == "w" else ((d,) if param[-1] == "scale" else None)
-        return HFTensor(name, param, expert, shape)
+    Within a layer the rows of params.PARAMS in order, each expert stack's E tensors together (the
+    stack is then fetched once). Matrices are [out, in] in HF, [in, out] (per expert) in ours.
+    """
+    shapes = {path: variable.shape for path, variable in
+              nnx.to_flat_state(nnx.state(Grok.abstract(config, dtype=jnp.float32), nnx.Param))}
 
-    layout = [HFTensor("model.embed_tokens.weight", ("in_out_embed",), None, (config.vocab_size, d))]
-    for n in range(config.num_layers):
-        prefix = f"model.layers.{n}."
-        layout += [tensor(prefix + name, ("decoder_layers", n, *ours.split("."))) for name, ours in _LAYER_NAMES]
-        for matrix in _EXPERT_MATRICES:  # all experts of one stack together: the stack is fetched once
-            param = ("decoder_layers", n, "moe", "experts", matrix, "w")
-            layout += [tensor(f"{prefix}moe_block.experts.{k}.{matrix}.weight", param, k) for k in range(e)]
-    layout.append(HFTensor("model.norm.scale", ("rms_norm", "scale"), None, (d,)))
-    return layout
+    def tensors(row, layer=None) -> list[HFTensor]:
+        ours = tuple(row.ours.split("."))
+        param = ours if layer is None else ("decoder_layers", layer, *ours)
+        shape = shapes[param][-2:][::-1] if param[-1] == "w" else shapes[param]  # matrices transposed
+        experts = range(config.num_experts) if row.per_expert else [None]
+        return [HFTensor(row.hf.format(n=layer, e=e), param, e, tuple(shape)) for e in experts]
+
+    first, last = TOP_LEVEL  # the embedding, the final norm
+    layers = [t for n in range(config.num_layers) for row in PER_LAYER for t in tensors(row, n)]
+    return tensors(first) + layers + tensors(last)
 
 
 # ---- config.json ------------------------------------------------------------------------------------
@@ -214,7 +192,8 @@ def _hf_value(tensor: HFTensor, value: np.ndarray | QuantizedWeight8bit, dtype) 
 
 
 def _is_export_file(name: str) -> bool:
-    return name in ("config.json", SINGLE_FILE, INDEX_FILE) or bool(re.fullmatch(r"model-\d+-of-\d+\.safetensors", name))
+    shard = re.fullmatch(r"model-\d+-of-\d+\.safetensors", name)
+    return name in ("config.json", SINGLE_FILE, INDEX_FILE) or bool(shard)
 
 
 def _check_replaceable(path: Path) -> None:
@@ -391,22 +370,15 @@ def _open_files(path: Path) -> tuple[dict[str, str], dict[str, object]]:
     return weight_map, handles
 
 
-def load_hf(path: str | Path, config: GrokConfig | None = None, *, dtype=jnp.bfloat16, mesh=None,
-            check_finite: bool = True) -> Grok:
-    """Read HF safetensors (hpcai-tech names) into a Grok with `dtype` activations and matrices.
-
-    config defaults to the folder's config.json. Embedding, norms and router are kept in float32
-    (as the release). Every tensor is read slice by slice, so with a `mesh` each device gets only
-    its part and host memory stays near one slice. check_finite: a NaN or infinite weight is an
-    error naming the file and the tensor (one pass over each slice as it is read; False skips it).
+def open_export(path: str | Path, config: GrokConfig, *, check_finite: bool = True
+                ) -> list[tuple[tuple, Callable]]:
+    """Open an HF export for `config` and check it: every tensor present, of the right shape and a float
+    dtype, a tied lm_head equal to the embedding. Returns, per parameter of ours, (path, reader):
+    reader(dtype) gives a read_slice(index) that reads only that slice of our array from the files
+    (picking experts, transposing), checked to be finite unless check_finite=False. `load.load_hf`
+    assembles the model from them.
     """
     path = Path(path)
-    config = config_from_hf(path) if config is None else config
-    if mesh is not None:
-        sharding.check_mesh(config, mesh)
-    weights = config.weight_bytes("fp32" if jnp.dtype(dtype) == jnp.float32 else "bf16")
-    require_memory(weights, f"{path}: the model ({config.num_params:,} parameters)",
-                   None if mesh is None else mesh.devices.flat)
     weight_map, handles = _open_files(path)
     layout = hf_layout(config)
     expected = {t.name for t in layout}
@@ -431,37 +403,32 @@ def load_hf(path: str | Path, config: GrokConfig | None = None, *, dtype=jnp.bfl
         if not np.array_equal(opened("lm_head.weight")[rows], opened("model.embed_tokens.weight")[rows]):
             raise CheckpointError(f"{path}: lm_head.weight differs from model.embed_tokens.weight; Grok-1 ties them")
 
-    abstract = sharding.abstract_model(config, dtype=dtype, param_dtype=dtype)
-    graphdef, state = nnx.split(abstract)
-    flat = dict(nnx.to_flat_state(state))
+    def read(tensor: HFTensor, source, index: tuple) -> np.ndarray:
+        part = source[index]
+        if check_finite and not np.isfinite(part).all():
+            raise CheckpointError(f"{path / weight_map[tensor.name]}: {tensor.name} holds NaN or infinite "
+                                  "values (load_hf(..., check_finite=False) to load it anyway)")
+        return part
+
+    def reader(tensors: list[HFTensor]):
+        sources = [opened(t.name) for t in tensors]  # checked now, before anything is placed
+
+        def for_dtype(dtype):
+            def read_slice(index: tuple) -> np.ndarray:
+                rank = 3 if tensors[0].expert is not None else len(tensors[0].shape)
+                index = tuple(index) + (slice(None),) * (rank - len(index))
+                if tensors[0].expert is not None:  # ours [E, in, out] ← E tensors [out, in]
+                    picked = range(*index[0].indices(len(sources)))
+                    parts = [read(tensors[e], sources[e], (index[2], index[1])).T for e in picked]
+                    return np.stack(parts).astype(dtype)
+                if tensors[0].transposed:  # ours [in, out] ← [out, in]
+                    return np.asarray(read(tensors[0], sources[0], (index[1], index[0])).T, dtype)
+                return np.asarray(read(tensors[0], sources[0], index), dtype)
+            return read_slice
+
+        return for_dtype
+
     by_param: dict[tuple, list[HFTensor]] = {}
     for tensor in layout:
         by_param.setdefault(tensor.param, []).append(tensor)
-
-    previous = None
-    for param, tensors in by_param.items():
-        variable = flat[param]
-        target = variable.get_value()
-        sources = [opened(t.name) for t in tensors]
-
-        def read(tensor: HFTensor, source, index: tuple) -> np.ndarray:
-            part = source[index]
-            if check_finite and not np.isfinite(part).all():
-                raise CheckpointError(f"{path / weight_map[tensor.name]}: {tensor.name} holds NaN or infinite "
-                                      "values (load_hf(..., check_finite=False) to load it anyway)")
-            return part
-
-        def read_slice(index: tuple, tensors=tensors, sources=sources, target=target) -> np.ndarray:
-            index = tuple(index) + (slice(None),) * (len(target.shape) - len(index))
-            if tensors[0].expert is not None:  # ours [E, in, out] ← E tensors [out, in]
-                picked = range(*index[0].indices(len(sources)))
-                parts = [read(tensors[e], sources[e], (index[2], index[1])).T for e in picked]
-                return np.stack(parts).astype(target.dtype)
-            if tensors[0].transposed:  # ours [in, out] ← [out, in]
-                return np.asarray(read(tensors[0], sources[0], (index[1], index[0])).T, target.dtype)
-            return np.asarray(read(tensors[0], sources[0], index), target.dtype)
-
-        variable.set_value(sharding.place(param, target.shape, read_slice, mesh))
-        jax.block_until_ready(previous)  # asynchronous copies keep their host slices: at most two pending
-        previous = variable.get_value()
-    return sharding.tell_model_the_mesh(nnx.merge(graphdef, nnx.from_flat_state(flat)), mesh)
+    return [(param, reader(tensors)) for param, tensors in by_param.items()]

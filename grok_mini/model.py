@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import dataclasses
+from collections.abc import Iterator
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh
 
 from grok_mini.config import GrokConfig
 from grok_mini.layers import KVCache, MultiHeadAttention, RMSNorm, record
 from grok_mini.moe import MoELayer
+from grok_mini.sharding import activation_sharding
 
-__all__ = ["DecoderLayer", "Grok", "validate_tokens"]
+__all__ = ["DecoderLayer", "Grok", "validate_tokens", "recording", "Recording"]
 
 
 def validate_tokens(tokens, config: GrokConfig) -> np.ndarray:
@@ -36,15 +43,16 @@ def validate_tokens(tokens, config: GrokConfig) -> np.ndarray:
 class DecoderLayer(nnx.Module):
     """Sandwich norms: h += norm_1(attn(norm(h))); h += norm_3(moe(norm_2(h)))."""
 
-    def __init__(self, config: GrokConfig, *, dtype=jnp.bfloat16, param_dtype=jnp.float32, rngs: nnx.Rngs):
+    def __init__(self, config: GrokConfig, *, dtype=jnp.bfloat16, param_dtype=jnp.float32, rngs: nnx.Rngs,
+                 **moe_options):
         d = config.emb_size
         self.rms_norm = RMSNorm(d)  # before attention
         self.multi_head_attention = MultiHeadAttention(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.rms_norm_1 = RMSNorm(d)  # after attention
         self.rms_norm_2 = RMSNorm(d)  # before the MoE
-        self.moe = MoELayer(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.moe = MoELayer(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs, **moe_options)
         self.rms_norm_3 = RMSNorm(d)  # after the MoE
-        self.record_residual = False  # model.set_attributes(record_residual=True) keeps the residual RMS
+        self.record_residual = False  # switched by grok_mini.recording: keeps the residual RMS
 
     def __call__(self, h, positions, key_mask, cache=None):
         attended, cache = self.multi_head_attention(self.rms_norm(h), positions, key_mask, cache)
@@ -61,21 +69,51 @@ class Grok(nnx.Module):
 
     dtype is the activation dtype (bfloat16 as released, or float32); param_dtype holds the seven
     matrices of each layer. Embedding, norms and router are always float32, as in the release.
+    mesh: the device mesh the weights will be split over (`grok_mini.make_mesh`; the loaders place
+    them). Given one, the model keeps its residual stream whole along the width on every device and
+    its MoE picks a dispatch that suits the mesh. The MoE options (`dispatch`, `capacity_factor`,
+    `tile_rows`, `int8_kernel`) are those of `moe.MoELayer`.
     """
 
     def __init__(self, config: GrokConfig, *, dtype=jnp.bfloat16, param_dtype=jnp.float32,
-                 rngs: nnx.Rngs | None = None):
+                 rngs: nnx.Rngs | None = None, mesh: Mesh | None = None, dispatch: str | None = None,
+                 capacity_factor: float = 1.25, tile_rows: int | None = None, int8_kernel: bool | None = None):
         rngs = rngs if rngs is not None else nnx.Rngs(0)
         self.config = config
         self.dtype = dtype
+        # One device is no mesh: nothing to split, nothing to constrain.
+        self.mesh = mesh if mesh is not None and mesh.devices.size > 1 else None
+        moe_options = dict(dispatch=dispatch, capacity_factor=capacity_factor, tile_rows=tile_rows,
+                           int8_kernel=int8_kernel, mesh=self.mesh)
         # Tied: rows are token embeddings on the way in, and the output projection on the way out.
         self.in_out_embed = nnx.Param(
             jax.random.normal(rngs.params(), (config.vocab_size, config.emb_size), jnp.float32)
             / config.emb_size**0.5)
         self.decoder_layers = nnx.List(
-            [DecoderLayer(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs) for _ in range(config.num_layers)])
+            [DecoderLayer(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs, **moe_options)
+             for _ in range(config.num_layers)])
         self.rms_norm = RMSNorm(config.emb_size)  # final norm
-        self.mesh = None  # the mesh the weights are split over, set by sharding.tell_model_the_mesh
+
+    @classmethod
+    def abstract(cls, config: GrokConfig, *, dtype=jnp.bfloat16, param_dtype=jnp.float32, **options) -> Grok:
+        """What nnx.eval_shape(lambda: Grok(config, ...)) gives (shapes and dtypes, no memory), built from
+        one traced layer copied num_layers times.
+
+        Tracing the whole constructor takes time quadratic in the layer count (flax 0.12 inspects each
+        traced RNG-counter update against the whole trace so far): 150 s for Grok-1's 64 layers on a
+        2-core machine, against about 1 s this way. The layers are identical in structure, so copies of
+        the first are what tracing them all would give (tests/test_sharding.py compares the two).
+        """
+        one_layer = dataclasses.replace(config, num_layers=1)
+        model = nnx.eval_shape(lambda: cls(one_layer, dtype=dtype, param_dtype=param_dtype, **options))
+        first = model.decoder_layers[0]
+        shared = {id(model.mesh): model.mesh}  # copies of the layer share the one mesh object
+        model.decoder_layers = nnx.List([first] + [copy.deepcopy(first, dict(shared))
+                                                   for _ in range(config.num_layers - 1)])
+        for _, node in nnx.iter_graph(model):  # the modules that keep the config get the real one
+            if isinstance(node, nnx.Module) and getattr(node, "config", None) == one_layer:
+                node.config = config
+        return model
 
     def init_cache(self, batch: int, length: int | None = None) -> list[KVCache]:
         """An empty KV cache for `length` positions (default: the config's sequence_len)."""
@@ -83,12 +121,15 @@ class Grok(nnx.Module):
         return [KVCache.empty(batch, length, self.config, self.dtype) for _ in self.decoder_layers]
 
     def _whole_width(self, h: jax.Array) -> jax.Array:
-        """On a mesh: the residual stream [B, T, D] whole along D on every device (sharding.py says why)."""
+        """On a mesh: the residual stream [B, T, D] whole along D on every device.
+
+        Left to itself, jit splits it like the embedding's columns, and every RMSNorm, the router and
+        each attention input then cost a collective of their own (~9 a layer instead of 2, which
+        dominated decode on 4 GPUs).
+        """
         if self.mesh is None:
             return h
-        from grok_mini import sharding  # not at the top: sharding imports this module
-
-        return jax.lax.with_sharding_constraint(h, sharding.activation_sharding("residual", h.shape, self.mesh))
+        return jax.lax.with_sharding_constraint(h, activation_sharding("residual", h.shape, self.mesh))
 
     def __call__(self, tokens: jax.Array) -> jax.Array:
         """tokens [B, T] → logits [B, T, vocab], every position attending to those before it."""
@@ -122,3 +163,37 @@ class Grok(nnx.Module):
         h = self.rms_norm(h)
         logits = jnp.einsum("btd,vd->btv", h, embedding.astype(self.dtype))
         return logits * jnp.asarray(cfg.output_multiplier_scale, self.dtype), new_cache
+
+
+@dataclasses.dataclass
+class Recording:
+    """What `recording` kept: the model's nnx.Intermediate state, taken out of the model on exit."""
+
+    state: nnx.State | None = None
+
+
+@contextlib.contextmanager
+def recording(model: nnx.Module, *, attention: bool = False, router: bool = False, residual: bool = False
+              ) -> Iterator[Recording]:
+    """Keep intermediates of the calls inside the block: attention weights, router logits, residual RMS.
+
+        with recording(model, router=True) as recorded:
+            logits = forward(model, tokens)
+        recorded.state["decoder_layers"][0]["moe"]["router_logits"]
+
+    On exit, even after an error, the switches are restored and the recordings are taken out of
+    the model (nnx.pop): left in, they would change its structure, and the next nnx.jit call on it
+    would compile again.
+    """
+    switches = {"record_attention": attention, "record_router": router, "record_residual": residual}
+    modules = [node for _, node in nnx.iter_graph(model) if isinstance(node, nnx.Module)]
+    before = [(module, name, getattr(module, name)) for module in modules for name in switches if hasattr(module, name)]
+    for module, name, _ in before:
+        setattr(module, name, switches[name] or getattr(module, name))
+    recorded = Recording()
+    try:
+        yield recorded
+    finally:
+        for module, name, value in before:
+            setattr(module, name, value)
+        recorded.state = nnx.pop(model, nnx.Intermediate)

@@ -38,7 +38,7 @@ from flax import nnx
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-from grok_mini import kernels
+from grok_mini import kernels, sharding
 from grok_mini.config import GrokConfig
 from grok_mini.layers import Linear, matmul, record
 
@@ -209,8 +209,6 @@ def _kernel_ffn(experts: Experts, tiles: jax.Array, tile_expert: jax.Array, mesh
     if mesh is None or mesh.devices.size == 1:
         return ffn(tiles, tile_expert, *weights)
 
-    from grok_mini import sharding  # not at the top: sharding imports the model, which imports this module
-
     def on_device(tiles, tile_expert, *weights):
         held = weights[0].shape[0]  # this device's experts: [first, first + held)
         local = tile_expert - jax.lax.axis_index(sharding.EXPERT) * held
@@ -365,24 +363,28 @@ def capacity_moe(experts: Experts, x: jax.Array, gates: jax.Array, expert_ids: j
 class MoELayer(nnx.Module):
     """Route each token to its top-k experts and sum their outputs weighted by the router's probabilities.
 
-    `dispatch` picks how (see the module docstring): "sparse" (default), "ragged", "capacity" (drops
-    copies past `capacity_factor`; records how many as `dropped_copies`), "dense" (the plain reference
-    the notebooks show) or "official". Change it on a built model with
-    `model.set_attributes(dispatch="dense")`.
+    `dispatch` picks how (see the module docstring): "sparse" (the default on one device or a mesh
+    without an expert axis), "ragged", "capacity" (drops copies past `capacity_factor`; records how
+    many as `dropped_copies`), "dense" (the plain reference the notebooks show, and the default on an
+    expert axis: each device applies its own experts) or "official". `mesh`: the mesh the weights
+    are split over (the GPU decode kernel then runs on each device's slice). `int8_kernel`: the
+    Pallas decode kernel for int8 weights (None: on a GPU). Record the router logits with
+    `grok_mini.recording(model, router=True)`.
     """
 
     def __init__(self, config: GrokConfig, *, dtype=jnp.bfloat16, param_dtype=jnp.float32, rngs: nnx.Rngs,
-                 dispatch: str = "sparse", capacity_factor: float = 1.25, tile_rows: int | None = None):
+                 dispatch: str | None = None, capacity_factor: float = 1.25, tile_rows: int | None = None,
+                 int8_kernel: bool | None = None, mesh: Mesh | None = None):
         self.router = Router(config, rngs=rngs)
         self.experts = Experts(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.config = config
-        self.dispatch = dispatch
+        self.mesh = mesh if mesh is not None and mesh.devices.size > 1 else None
+        self.dispatch = default_dispatch(self.mesh) if dispatch is None else dispatch
         self.capacity_factor = capacity_factor
         self.tile_rows = tile_rows  # None: default_tile_rows() for the backend
-        self.int8_kernel = None  # sparse at decode with int8 weights: None = on a GPU (kernels.use_kernel)
-        self.mesh = None  # the mesh the weights are split over, set by sharding (the kernel runs per device)
-        self.record_router = False  # model.set_attributes(record_router=True) keeps the logits
-        _check_dispatch(dispatch)
+        self.int8_kernel = int8_kernel
+        self.record_router = False  # switched by grok_mini.recording
+        _check_dispatch(self.dispatch)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """x [B, T, D] → [B, T, D]; records the router logits (for balance losses and plots) on request."""
@@ -406,6 +408,12 @@ class MoELayer(nnx.Module):
         else:
             out = official_dense_moe(self.experts, flat, gates, chosen)
         return out.reshape(x.shape).astype(x.dtype)
+
+
+def default_dispatch(mesh: Mesh | None) -> str:
+    """"dense" on a mesh with an expert axis (each device applies its own experts, one sum across
+    them); "sparse" otherwise (on an expert axis it would gather every expert stack everywhere)."""
+    return "dense" if mesh is not None and dict(mesh.shape).get(sharding.EXPERT, 1) > 1 else "sparse"
 
 
 def _check_dispatch(dispatch: str):

@@ -1,4 +1,4 @@
-"""Spreading Grok over many devices: a named device mesh, one partition rule per parameter, placement.
+"""Spreading Grok over many devices: a named device mesh and one partition rule per parameter.
 
 The mesh has three named axes (a device grid of data × expert × model):
 
@@ -10,41 +10,28 @@ A parameter's PartitionSpec names, for each of its dimensions, the mesh axis it 
 None: every device holds all of it). jax.jit compiles the model for those shardings and inserts the
 communication itself, so the model code stays the plain single-device code.
 
-Loading (`place`, used by `load_checkpoint(..., mesh=mesh)`) asks each file only for the slices of
-the devices this process drives, so host memory stays near one tensor whatever the model size.
-
-With an expert axis, run the MoE with `model.set_attributes(dispatch="dense")`: each device then
-applies its own experts and the outputs are summed across the axis. The default sparse dispatch
-picks an expert's weights by a traced index, and jit serves that by gathering every expert stack
-onto every device (right, but the all-gathers cost what expert parallelism was meant to save).
-Its GPU decode kernel is the exception: loading onto a mesh tells the model the mesh
-(`tell_model_the_mesh`), the kernel then runs on each device's own slice under shard_map, and
-the residual stream is kept whole along the width (two all-reduces a layer).
+This module is a leaf: it knows the mesh and the rules (from `params.py`), not the model.
+Building a model for a mesh (`Grok(config, mesh=mesh)`, `Grok.abstract`) and putting weights on it
+(`load.py`) happen elsewhere. Given its mesh, the model picks the MoE dispatch that suits it (the
+all-experts "dense" dispatch on an expert axis, where each device applies its own experts and the
+outputs are summed; the sparse one would gather every expert stack onto every device), runs its
+GPU decode kernel on each device's own slice under shard_map, and keeps the residual stream whole
+along the width (two all-reduces a layer).
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import re
-from collections.abc import Callable
-
 import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from grok_mini.config import GrokConfig
-from grok_mini.model import Grok
-from grok_mini.quant import QuantizedWeight8bit
+from grok_mini.params import DATA, EXPERT, MODEL, PARAMS, param_row
 
-__all__ = ["MeshError", "AXES", "PARAMETER_RULES", "ACTIVATION_RULES", "make_mesh", "check_mesh", "partition_spec",
-           "abstract_model", "param_sharding", "place", "shard_model", "shard_tokens", "shard_cache",
-           "tell_model_the_mesh", "activation_sharding"]
+__all__ = ["MeshError", "AXES", "DATA", "EXPERT", "MODEL", "PARAMETER_RULES", "ACTIVATION_RULES", "make_mesh",
+           "check_mesh", "partition_spec", "param_sharding", "shard_tokens", "shard_cache", "activation_sharding"]
 
-DATA, EXPERT, MODEL = "data", "expert", "model"
 # The model axis comes last: neighbouring devices (the fastest links) share the most traffic,
 # the all-reduce after every row-parallel matrix.
 AXES = (DATA, EXPERT, MODEL)
@@ -109,23 +96,8 @@ def _axis_sizes(mesh: Mesh | dict[str, int]) -> dict[str, int]:
 
 # ---- partition rules --------------------------------------------------------------------------------
 
-# (pattern matched against the end of the dotted parameter path, how its dimensions are split).
-# An int8 matrix's `scales` [..., blocks, out] follow their weight [..., in, out]; see `partition_spec`.
-PARAMETER_RULES: tuple[tuple[str, P], ...] = (
-    # [V, D] embedding, reused as the output projection: width over model, whole vocabulary on each device
-    (r"in_out_embed", P(None, MODEL)),
-    # [D, H·K] query / key / value: column parallel, each device computes whole heads
-    (r"multi_head_attention\.(query|key|value)\.w", P(None, MODEL)),
-    # [H·K, D] attention output: row parallel, the devices' partial sums are added (all-reduce)
-    (r"multi_head_attention\.linear\.w", P(MODEL, None)),
-    # [E, D, F] expert gate and value: experts over `expert`, FFN columns over `model`
-    (r"moe\.experts\.(linear|linear_v)\.w", P(EXPERT, None, MODEL)),
-    # [E, F, D] expert down projection: experts over `expert`, FFN rows over `model`
-    (r"moe\.experts\.linear_1\.w", P(EXPERT, MODEL, None)),
-    # small float32 tensors, copied to every device: router [D, E], RMSNorm scales [D]
-    (r"moe\.router\.w", P()),
-    (r"rms_norm(_\d+)?\.scale", P()),
-)
+# Each parameter's split, from the table in params.py: {our dotted path: PartitionSpec}.
+PARAMETER_RULES: dict[str, P] = {row.ours: P(*row.split) for row in PARAMS}
 
 # Activations and the KV cache: the batch over data; the cache's key/value heads over model, like the
 # key/value projections that produce them. (Inside the model, jit propagates the rest.)
@@ -137,17 +109,6 @@ ACTIVATION_RULES: dict[str, P] = {
     "kv_cache.key_mask": P(DATA, None),  # [B, S]
     "kv_cache.step": P(DATA),  # [B]
 }
-
-
-def _dotted(path) -> str:
-    return ".".join(str(part) for part in path)
-
-
-def _rule(path: str) -> P | None:
-    for pattern, spec in PARAMETER_RULES:
-        if re.search(rf"(^|\.){pattern}$", path):
-            return spec
-    return None
 
 
 def _fit(spec: P, shape: tuple[int, ...], mesh: Mesh | dict[str, int]) -> P:
@@ -169,108 +130,15 @@ def partition_spec(path, shape: tuple[int, ...], mesh: Mesh | dict[str, int]) ->
     exactly the scales of its rows). Otherwise the scales are copied and jit picks each device's
     rows; the arithmetic is the same either way. Unknown parameters are copied to every device.
     """
-    dotted = path if isinstance(path, str) else _dotted(path)
-    if dotted.endswith(".scales"):
-        dotted = dotted[: -len("scales")] + "w"
-    spec = _rule(dotted)
-    return _fit(P() if spec is None else spec, tuple(shape), mesh)
+    row = param_row(path)
+    return _fit(P() if row is None else P(*row.split), tuple(shape), mesh)
 
 
 def param_sharding(path, shape: tuple[int, ...], mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, partition_spec(path, shape, mesh))
 
 
-# ---- placing parameters ---------------------------------------------------------------------------
-
-def abstract_model(config: GrokConfig, *, dtype=jnp.bfloat16, param_dtype=jnp.float32) -> Grok:
-    """What nnx.eval_shape(lambda: Grok(config, dtype=..., param_dtype=...)) gives (shapes and dtypes,
-    no memory), built from one traced layer copied num_layers times.
-
-    Tracing the whole constructor takes time quadratic in the layer count (flax 0.12 inspects each
-    traced RNG-counter update against the whole trace so far): 150 s for Grok-1's 64 layers on a
-    2-core machine, against about 1 s this way. The layers are identical in structure, so copies of
-    the first are what tracing them all would give (tests/test_sharding.py compares the two).
-    """
-    one_layer = dataclasses.replace(config, num_layers=1)
-    model = nnx.eval_shape(lambda: Grok(one_layer, dtype=dtype, param_dtype=param_dtype))
-    first = model.decoder_layers[0]
-    model.decoder_layers = nnx.List([first] + [copy.deepcopy(first) for _ in range(config.num_layers - 1)])
-    for _, node in nnx.iter_graph(model):  # the modules that keep the config get the real one
-        if isinstance(node, nnx.Module) and getattr(node, "config", None) == one_layer:
-            node.config = config
-    return model
-
-
-def place(path, shape: tuple[int, ...], read_slice: Callable[[tuple], np.ndarray], mesh: Mesh | None = None
-          ) -> jax.Array:
-    """One parameter as a jax.Array laid out by the rules, built from the slices its devices hold.
-
-    `read_slice(index)` returns the host array for `index` (a tuple of slices). Only the devices of
-    this process are asked for, so with several processes (jax.distributed) each one reads just its
-    own slices, and a slice is copied to its device and dropped before the next is read.
-    Without a mesh, the whole array goes to the default device.
-    """
-    if mesh is None:
-        return jax.device_put(read_slice(tuple(slice(None) for _ in shape)))
-    return jax.make_array_from_callback(tuple(shape), param_sharding(path, shape, mesh), read_slice)
-
-
-def array_slices(array: np.ndarray, dtype) -> Callable[[tuple], np.ndarray]:
-    """read_slice for an array already on the host (or memory-mapped): its slice, cast to dtype."""
-    return lambda index: np.asarray(array[index], dtype=dtype)
-
-
-def dequantized_slices(value: QuantizedWeight8bit, dtype) -> Callable[[tuple], np.ndarray]:
-    """read_slice that dequantises only the requested slice, one leading index (expert) at a time.
-
-    weight [..., in, out] int8, scales [..., blocks, out]: row r of the input uses scale row
-    r // (in / blocks), so any slice of rows finds its own scales whatever the device count. The
-    product is exact in float32 and rounded once to dtype, as `quant.dequantize` does.
-    """
-    weight, scales = value.weight, np.asarray(value.scales, np.float32)  # scales are small: convert once
-    size_in, blocks = weight.shape[-2], scales.shape[-2]
-
-    def read(index: tuple) -> np.ndarray:
-        index = tuple(index) + (slice(None),) * (weight.ndim - len(index))
-        rows = np.arange(*index[-2].indices(size_in)) // (size_in // blocks)  # scale row of each weight row
-        lead = [range(*s.indices(n)) for s, n in zip(index[:-2], weight.shape[:-2], strict=True)]
-        out = np.empty([len(r) for r in lead] + [len(rows), len(range(*index[-1].indices(weight.shape[-1])))],
-                       dtype)
-        for position in np.ndindex(*out.shape[:-2]):  # one expert at a time keeps the float32 temporary small
-            at = tuple(r[i] for r, i in zip(lead, position, strict=True))
-            w = np.asarray(weight[at + index[-2:]], np.float32)  # [r, o]
-            s = scales[at + (rows, index[-1])]  # [r, o]
-            out[position] = w * s
-        return out
-
-    return read
-
-
-def tell_model_the_mesh(model: nnx.Module, mesh: Mesh | None) -> nnx.Module:
-    """Give the model the mesh its weights are split over (a mesh of several devices only).
-
-    Grok then keeps its residual stream whole along the width on every device (ACTIVATION_RULES
-    "residual"): left to itself, jit splits it like the embedding's columns, and every RMSNorm,
-    the router and each attention input then cost a collective of their own (~9 a layer instead of
-    2, which dominated decode on 4 GPUs). The MoE runs its Pallas decode kernel, which jit cannot
-    split by itself (it would gather every expert stack onto every device), with shard_map on
-    each device's slice (moe._kernel_ffn).
-    """
-    if mesh is not None and mesh.devices.size > 1:
-        model.set_attributes(mesh=mesh, raise_if_not_found=False)
-    return model
-
-
-def shard_model(model: nnx.Module, mesh: Mesh) -> nnx.Module:
-    """Move an in-memory model's parameters onto `mesh` by the rules (in place; returns the model)."""
-    state = nnx.state(model, nnx.Param)
-    flat = nnx.to_flat_state(state)
-    for path, variable in flat:
-        value = variable.get_value()
-        variable.set_value(jax.device_put(value, param_sharding(path, value.shape, mesh)))
-    nnx.update(model, nnx.from_flat_state(flat))
-    return tell_model_the_mesh(model, mesh)
-
+# ---- activations ------------------------------------------------------------------------------------
 
 def activation_sharding(name: str, shape: tuple[int, ...], mesh: Mesh) -> NamedSharding:
     """The layout of activation `name` (ACTIVATION_RULES) with `shape` on `mesh`."""

@@ -12,7 +12,8 @@ from safetensors.numpy import load_file, save_file
 
 from grok_mini import CheckpointError, GrokConfig, load_checkpoint, preset
 from grok_mini.checkpoint import read_tensor, release_layout
-from grok_mini.hf import config_from_hf, hf_config, hf_layout, load_hf, release_to_hf, save_hf
+from grok_mini.hf import config_from_hf, hf_config, hf_layout, release_to_hf, save_hf
+from grok_mini.load import load_hf
 from tests.conftest import FIXTURE, TINY
 
 

@@ -22,6 +22,8 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from grok_mini import Grok, GrokConfig, MeshError, load_checkpoint, make_mesh, preset, sharding
+from grok_mini.load import dequantized_slices, shard_model
+from grok_mini.params import param_row
 from grok_mini.quant import dequantize, quantize
 from tests.conftest import FIXTURE, TINY
 
@@ -80,14 +82,13 @@ def test_cli_generate_refuses_a_mesh_it_cannot_build(capsys, mesh, message):
 
 def _param_shapes(config, param_dtype):
     abstract = nnx.eval_shape(lambda: Grok(config, dtype=jnp.bfloat16, param_dtype=param_dtype))
-    return {sharding._dotted(path): v.shape for path, v in nnx.to_flat_state(nnx.state(abstract, nnx.Param))}
+    return {".".join(map(str, path)): v.shape for path, v in nnx.to_flat_state(nnx.state(abstract, nnx.Param))}
 
 
 @pytest.mark.parametrize("param_dtype", [jnp.float32, jnp.int8])
 def test_every_parameter_has_an_explicit_rule(param_dtype):
     for path in _param_shapes(TINY, param_dtype):
-        weight = path[: -len("scales")] + "w" if path.endswith(".scales") else path
-        assert sharding._rule(weight) is not None, f"no partition rule for {path}"
+        assert param_row(path) is not None, f"no row in params.PARAMS (so no partition rule) for {path}"
 
 
 def test_grok1_layout_on_eight_devices():
@@ -128,14 +129,14 @@ def test_dequantised_slice_equals_the_slice_of_the_dequantised_weight(index):
     w = np.random.default_rng(0).normal(size=(4, 64, 32)).astype(np.float32)
     q = quantize(w, 8)  # 8 blocks of 8 rows
     whole = dequantize(q.weight, q.scales, np.float32)
-    part = sharding.dequantized_slices(q, np.float32)(index)
+    part = dequantized_slices(q, np.float32)(index)
     np.testing.assert_array_equal(part, whole[index])
-    assert sharding.dequantized_slices(q, jnp.bfloat16)(index).dtype == jnp.bfloat16
+    assert dequantized_slices(q, jnp.bfloat16)(index).dtype == jnp.bfloat16
 
 
 @pytest.mark.parametrize("param_dtype", [jnp.float32, jnp.int8])
 def test_abstract_model_is_what_tracing_the_whole_constructor_gives(fixture_config, param_dtype):
-    fast = sharding.abstract_model(fixture_config, dtype=jnp.float32, param_dtype=param_dtype)
+    fast = Grok.abstract(fixture_config, dtype=jnp.float32, param_dtype=param_dtype)
     traced = nnx.eval_shape(lambda: Grok(fixture_config, dtype=jnp.float32, param_dtype=param_dtype))
     (fast_graph, fast_state), (graph, state) = nnx.split(fast), nnx.split(traced)
     assert fast_graph == graph  # same modules, attributes (config included) and layer count
@@ -147,8 +148,8 @@ def test_abstract_model_is_what_tracing_the_whole_constructor_gives(fixture_conf
 def test_shard_model_lays_out_an_in_memory_model_without_changing_it(fixture_config):
     model = load_checkpoint(FIXTURE, fixture_config, dtype=jnp.float32, quantized=True)
     before = {path: np.asarray(v.get_value()) for path, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
-    sharding.shard_model(model, make_mesh())
-    after = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
+    placed = shard_model(model, make_mesh())
+    after = dict(nnx.to_flat_state(nnx.state(placed, nnx.Param)))
     assert after[("decoder_layers", 1, "moe", "experts", "linear_1", "scales")].get_value().sharding.spec == \
         P("expert", "model", None)
     for path, value in before.items():
@@ -203,7 +204,8 @@ def _worker() -> dict:
     # HF safetensors onto a mesh: the same arrays, laid out the same way, as from the release files.
     import tempfile
 
-    from grok_mini.hf import load_hf, release_to_hf
+    from grok_mini.hf import release_to_hf
+    from grok_mini.load import load_hf
 
     mesh = make_mesh(data=2, model=4)
     with tempfile.TemporaryDirectory() as folder:
@@ -286,7 +288,9 @@ def _process_worker(process_id: int, port: int) -> dict:
 
     config = GrokConfig.from_json(FIXTURE / "config.json")
     reference = dict(np.load(FIXTURE / "reference.npz"))
-    asked, place = [], sharding.place
+    from grok_mini import load
+
+    asked, place = [], load.place
 
     def recording_place(path, shape, read_slice, mesh=None):
         def read(index):
@@ -295,7 +299,7 @@ def _process_worker(process_id: int, port: int) -> dict:
             return read_slice(index)
         return place(path, shape, read, mesh)
 
-    sharding.place = recording_place
+    load.place = recording_place
     mesh = make_mesh(model=8)
     model = load_checkpoint(FIXTURE, config, dtype=jnp.float32, quantized=True, mesh=mesh)
     graphdef, state = nnx.split(model)

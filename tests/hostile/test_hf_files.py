@@ -14,7 +14,8 @@ from safetensors.numpy import load_file, save_file
 
 from grok_mini import CheckpointError, Grok, GrokConfig
 from grok_mini import hf as hf_module
-from grok_mini.hf import INDEX_FILE, load_hf, release_to_hf, save_hf
+from grok_mini.hf import INDEX_FILE, release_to_hf, save_hf
+from grok_mini.load import load_hf
 from tests.conftest import FIXTURE, TINY
 from tests.hostile.conftest import refused_cleanly, run_isolated
 
@@ -199,7 +200,7 @@ def test_fifos_in_an_export_are_refused_not_waited_on(sharded_export, which):
     os.mkfifo(sharded_export / which)
     outcome = run_isolated(f"""
         from grok_mini import CheckpointError, ConfigError
-        from grok_mini.hf import load_hf
+        from grok_mini.load import load_hf
         try:
             load_hf({str(sharded_export)!r})
         except (CheckpointError, ConfigError) as error:
