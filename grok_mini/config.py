@@ -14,7 +14,11 @@ from typing import ClassVar
 
 from grok_mini.files import read_json
 
-__all__ = ["GrokConfig", "ConfigError", "PRESETS", "preset"]
+__all__ = ["GrokConfig", "ConfigError", "PRESETS", "preset", "RELEASE_BLOCKS"]
+
+# The release quantises its row-parallel matrices (attention `linear`, expert `linear_1`, whose input
+# dimension it splits 8 ways) in 8 blocks of input rows, each with its own scales.
+RELEASE_BLOCKS = 8
 
 
 class ConfigError(ValueError):
@@ -121,7 +125,8 @@ class GrokConfig:
         d, f, e, L = self.emb_size, self.ffn_size, self.num_experts, self.num_layers
         q_out, kv_out = self.num_q_heads * self.key_size, self.num_kv_heads * self.key_size
         # Scales: one per output column, times 8 input blocks for the row-parallel matrices.
-        scales = L * (q_out + 2 * kv_out + 8 * d + e * (2 * f + 8 * d))
+        b = RELEASE_BLOCKS
+        scales = L * (q_out + 2 * kv_out + b * d + e * (2 * f + b * d))
         matrices = counts["attention"] + counts["experts"]
         float32 = counts["embedding"] + counts["router"] + counts["norms"]
         return matrices + 2 * scales + 4 * float32

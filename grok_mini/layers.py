@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from einops import rearrange
 from flax import nnx
 
-from grok_mini.config import GrokConfig
+from grok_mini.config import RELEASE_BLOCKS, GrokConfig
 from grok_mini.quant import dequantize, quantize
 
 __all__ = ["record", "Linear", "matmul", "RMSNorm", "rotary_embedding", "KVCache", "MultiHeadAttention",
@@ -151,7 +151,7 @@ class MultiHeadAttention(nnx.Module):
         self.query = Linear(d, config.num_q_heads * k, **linear)
         self.key = Linear(d, config.num_kv_heads * k, **linear)
         self.value = Linear(d, config.num_kv_heads * k, **linear)
-        self.linear = Linear(config.num_q_heads * k, d, blocks=8, **linear)  # output projection
+        self.linear = Linear(config.num_q_heads * k, d, blocks=RELEASE_BLOCKS, **linear)  # output projection
         self.config = config
         self.record_attention = False  # model.set_attributes(record_attention=True) sows the weights
 

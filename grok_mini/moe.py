@@ -39,7 +39,7 @@ from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 from grok_mini import kernels, sharding
-from grok_mini.config import GrokConfig
+from grok_mini.config import RELEASE_BLOCKS, GrokConfig
 from grok_mini.layers import Linear, matmul, record
 
 __all__ = ["gelu_tanh", "Router", "Experts", "MoELayer", "route", "dense_moe", "gate_matrix",
@@ -84,7 +84,7 @@ class Experts(nnx.Module):
         linear = dict(experts=e, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.linear = Linear(d, f, **linear)  # gate, through GELU
         self.linear_v = Linear(d, f, **linear)  # value, not activated
-        self.linear_1 = Linear(f, d, blocks=8, **linear)  # down projection
+        self.linear_1 = Linear(f, d, blocks=RELEASE_BLOCKS, **linear)  # down projection
         self.dtype = dtype
 
 

@@ -16,13 +16,13 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from grok_mini.config import RELEASE_BLOCKS
+
 __all__ = ["DATA", "EXPERT", "MODEL", "Param", "PARAMS", "TOP_LEVEL", "PER_LAYER", "param_row", "RELEASE_BLOCKS"]
 
 # Mesh axes: copies of the model (data), groups of experts (expert), tensor parallelism as in the release (model).
 DATA, EXPERT, MODEL = "data", "expert", "model"
 
-# The release quantises the row-parallel matrices (input dimension split 8 ways) in 8 input blocks.
-RELEASE_BLOCKS = 8
 
 
 @dataclasses.dataclass(frozen=True)
