@@ -412,17 +412,15 @@ def _jitted_forward():
 def record_attention(model, tokens) -> np.ndarray:
     """Attention weights of every layer for `tokens` [B, T]: [L, B, KV, G, T, S] (query head = kv·G + g).
 
-    Uses the model's own recording switch (`record_attention`) and takes the nnx.Intermediate state out.
+    Records with `grok_mini.recording`, which takes the recordings out of the model again.
     """
     import jax.numpy as jnp
-    from flax import nnx
 
-    model.set_attributes(record_attention=True)
-    _jitted_forward()(model, jnp.asarray(tokens))
-    model.set_attributes(record_attention=False)
-    # pop, not just read: left in the model, the recorded arrays would change its structure and make the
-    # next compiled call on it compile again.
-    layers = nnx.pop(model, nnx.Intermediate)["decoder_layers"]
+    from grok_mini.model import recording
+
+    with recording(model, attention=True) as recorded:
+        _jitted_forward()(model, jnp.asarray(tokens))
+    layers = recorded.state["decoder_layers"]
     return np.stack([np.asarray(layers[i]["multi_head_attention"]["attention_weights"][...], np.float32)
                      for i in range(len(model.decoder_layers))])
 
@@ -695,15 +693,15 @@ def plot_compression(vocab_sizes, chars_per_token, *, others: dict | None = None
 def record_router_logits(model, tokens) -> np.ndarray:
     """Router logits of every MoE layer for `tokens` [B, T]: [L, B, T, E] float32.
 
-    Uses the model's own recording switch (`record_router`) and takes the nnx.Intermediate state out.
+    Records with `grok_mini.recording`, which takes the recordings out of the model again.
     """
     import jax.numpy as jnp
-    from flax import nnx
 
-    model.set_attributes(record_router=True)
-    _jitted_forward()(model, jnp.asarray(tokens))
-    model.set_attributes(record_router=False)
-    layers = nnx.pop(model, nnx.Intermediate)["decoder_layers"]  # taken out: left in, they change the structure
+    from grok_mini.model import recording
+
+    with recording(model, router=True) as recorded:
+        _jitted_forward()(model, jnp.asarray(tokens))
+    layers = recorded.state["decoder_layers"]
     return np.stack([np.asarray(layers[i]["moe"]["router_logits"][...], np.float32)
                      for i in range(len(model.decoder_layers))])
 
@@ -859,18 +857,16 @@ def plot_balance_sweep(sweep: dict[str, np.ndarray], *, num_selected: int = 2) -
 def forward_statistics(model, tokens) -> dict[str, np.ndarray]:
     """One forward pass of `model` on `tokens` [B, T] (no padding), with activation statistics per layer.
 
-    Switches the model's recording on (`record_residual`, `record_router`, `record_attention`), runs
-    it, switches it off, takes the recordings out (nnx.pop) and summarises them with
-    `activation_statistics`.
+    Records the residual RMS, router logits and attention weights (`grok_mini.recording`) and
+    summarises them with `activation_statistics`.
     """
     import jax.numpy as jnp
-    from flax import nnx
 
-    switches = ("record_residual", "record_router", "record_attention")
-    model.set_attributes(**dict.fromkeys(switches, True))
-    logits = _jitted_forward()(model, jnp.asarray(tokens))
-    model.set_attributes(**dict.fromkeys(switches, False))
-    return activation_statistics(model, tokens, logits, nnx.pop(model, nnx.Intermediate))
+    from grok_mini.model import recording
+
+    with recording(model, residual=True, router=True, attention=True) as recorded:
+        logits = _jitted_forward()(model, jnp.asarray(tokens))
+    return activation_statistics(model, tokens, logits, recorded.state)
 
 
 def activation_statistics(model, tokens, logits, recorded) -> dict[str, np.ndarray]:

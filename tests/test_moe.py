@@ -180,8 +180,38 @@ def test_int8_linear_equals_dequantise_first(blocks):
 def test_model_uses_sparse_dispatch_by_default_and_dense_on_request():
     model = Grok(TINY, dtype=jnp.float32, rngs=nnx.Rngs(0))
     assert all(layer.moe.dispatch == "sparse" for layer in model.decoder_layers)
-    model.set_attributes(dispatch="dense")  # what the notebooks do to show the plain reference
-    assert all(layer.moe.dispatch == "dense" for layer in model.decoder_layers)
+    dense = Grok(TINY, dtype=jnp.float32, rngs=nnx.Rngs(0), dispatch="dense")  # the plain reference the notebooks show
+    assert all(layer.moe.dispatch == "dense" for layer in dense.decoder_layers)
+    with pytest.raises(ValueError, match="'fastest' is not one of"):
+        Grok(TINY, dispatch="fastest")
+
+
+def test_the_dispatch_follows_the_mesh():
+    """An expert axis gets the dense dispatch (each device its own experts); other meshes the sparse one."""
+    import numpy as np
+    from jax.sharding import Mesh
+
+    devices = np.array(jax.devices()[:1] * 2)  # the axis sizes are what matters, not distinct devices
+    assert moe.default_dispatch(None) == "sparse"
+    assert moe.default_dispatch(Mesh(devices.reshape(1, 2, 1), ("data", "expert", "model"))) == "dense"
+    assert moe.default_dispatch(Mesh(devices.reshape(1, 1, 2), ("data", "expert", "model"))) == "sparse"
+
+
+def test_recording_restores_the_switches_and_takes_the_recordings_out():
+    from grok_mini import recording
+
+    model = Grok(TINY, dtype=jnp.float32, rngs=nnx.Rngs(0))
+    tokens = jnp.array([[1, 2, 3, 4]])
+    with recording(model, router=True, residual=True) as recorded:
+        model(tokens)
+    layer = recorded.state["decoder_layers"][0]
+    assert layer["moe"]["router_logits"][...].shape == (1, 4, TINY.num_experts)
+    assert layer["residual_rms"][...].shape == (1, 4) and "multi_head_attention" not in layer
+    assert not nnx.state(model, nnx.Intermediate)  # taken out of the model
+    with pytest.raises(RuntimeError, match="inside"):  # restored even when the block fails
+        with recording(model, attention=True):
+            raise RuntimeError("a failure inside the block")
+    assert not any(layer.multi_head_attention.record_attention for layer in model.decoder_layers)
 
 
 def test_layer_sparse_and_dense_agree():
