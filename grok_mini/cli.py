@@ -220,7 +220,7 @@ def _load_for_generation(args):
         tokenizer = load_tokenizer(args.tokenizer or path / "tokenizer.model") if args.ids is None else None
         return load_trained_model(path, dtype=dtype or jnp.float32), tokenizer  # the tokenizer first: it is quick
     if (path / "ckpt-0").is_dir():  # the release format
-        from grok_mini.checkpoint import load_checkpoint
+        from grok_mini.load import load_checkpoint
         from grok_mini.memory import require_memory
 
         config = _model_config(args, default=None)
