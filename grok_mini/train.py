@@ -36,7 +36,7 @@ from grok_mini.config import GrokConfig, is_int, is_number, preset, shown
 from grok_mini.data import heldout_windows, load_corpus, sample_windows
 from grok_mini.files import read_json
 from grok_mini.memory import require_memory
-from grok_mini.model import Grok
+from grok_mini.model import Grok, recording
 from grok_mini.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 
 __all__ = ["TrainConfig", "Trainer", "prepare_run", "save_plots", "balance_loss", "router_z_loss", "expert_load",
@@ -155,7 +155,7 @@ def router_losses(intermediates: nnx.State, num_selected: int, mask: jax.Array |
     """Per-layer (balance [L], z [L], load [L, E]) from the `router_logits` a forward pass recorded."""
     logits = [variable.get_value() for path, variable in nnx.to_flat_state(intermediates) if "router_logits" in path]
     if not logits:
-        raise ValueError("no router_logits were recorded: call model.set_attributes(record_router=True) first")
+        raise ValueError("no router_logits were recorded: run the model inside grok_mini.recording(model, router=True)")
     balance = jnp.stack([balance_loss(z, num_selected, mask) for z in logits])
     z_loss = jnp.stack([router_z_loss(z, mask) for z in logits])
     load = jnp.stack([expert_load(z, num_selected, mask) for z in logits])
@@ -275,11 +275,8 @@ class Trainer:
         """One optimiser step on the batch of the current step; returns its metrics as Python numbers."""
         start = time.perf_counter()
         coefs = jnp.float32(self.config.balance_coef), jnp.float32(self.config.z_coef)  # traced: no recompiles
-        self.model.set_attributes(record_router=True)  # the router losses need the logits of every layer
-        try:
+        with recording(self.model, router=True):  # the router losses need the logits of every layer
             metrics = _train_step(self.model, self.optimizer, jnp.asarray(self.batch(self.step)), *coefs)
-        finally:
-            self.model.set_attributes(record_router=False)
         metrics = jax.device_get(metrics)
         if self._compiled:
             self.seconds += time.perf_counter() - start

@@ -93,7 +93,7 @@ def test_expert_load_counts_the_top_k_assignments():
 def test_router_losses_need_recorded_logits():
     from flax import nnx
 
-    with pytest.raises(ValueError, match="record_router=True"):
+    with pytest.raises(ValueError, match=r"recording\(model, router=True\)"):
         router_losses(nnx.State({}), 2)
 
 
