@@ -364,7 +364,8 @@ def main(args: argparse.Namespace) -> None:
     rss_before = proc_status("VmRSS")
     peak_reset = reset_peak_rss()
     start = time.perf_counter()
-    model = load_checkpoint(args.dir, config, dtype=jnp.bfloat16, quantized=True, mesh=mesh)
+    options = {"dispatch": args.dispatch} if args.dispatch else {}  # the model's own options, at construction
+    model = load_checkpoint(args.dir, config, dtype=jnp.bfloat16, quantized=True, mesh=mesh, **options)
     jax.block_until_ready(nnx.state(model))
     load_s = time.perf_counter() - start
     checkpoint_bytes = config.weight_bytes("int8")
@@ -383,8 +384,6 @@ def main(args: argparse.Namespace) -> None:
     in_use = [device_memory(d).get("bytes_in_use") for d in devices]
     if all(in_use):
         report.add("memory per device after load", f"{gb(min(in_use))} – {gb(max(in_use))}")
-    if args.dispatch:
-        model.set_attributes(dispatch=args.dispatch)
     dispatch = model.decoder_layers[0].moe.dispatch
     report.add("MoE dispatch", dispatch)
     # 6. speed
@@ -415,6 +414,8 @@ def main(args: argparse.Namespace) -> None:
                f"ms/token", f"{gb(read.token_read)} (weights + KV cache) / {per_second:,.1f} GB/s; measured is "
                f"{measure.times_bound(decode_s, read.token_read, bandwidth):,.2f}× this")
     if args.compare_scan:
+        # The same weights with the other decode path: switched in place (Flax's set_attributes), since a
+        # second model would need the GPUs' memory twice.
         model.set_attributes(int8_kernel=False)
         scan_s = run_model(model, mesh, config, args.batch, prompt_len, steps, cache_len, report,
                            args.seed)["decode_s"]
