@@ -14,7 +14,7 @@ from typing import ClassVar
 
 from grok_mini.files import read_json
 
-__all__ = ["GrokConfig", "ConfigError", "PRESETS", "preset", "RELEASE_BLOCKS"]
+__all__ = ["GrokConfig", "Variant", "NORMS", "ConfigError", "PRESETS", "preset", "RELEASE_BLOCKS"]
 
 # The release quantises its row-parallel matrices (attention `linear`, expert `linear_1`, whose input
 # dimension it splits 8 ways) in 8 blocks of input rows, each with its own scales.
@@ -23,6 +23,103 @@ RELEASE_BLOCKS = 8
 
 class ConfigError(ValueError):
     """A GrokConfig whose numbers cannot describe a model."""
+
+
+def is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # True is an int in Python, not a size
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def shown(value, limit: int = 60) -> str:
+    """repr(value), shortened: a config value in an error message may be a 4,000-digit number."""
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # ints past Python's digit limit, nesting past the stack
+        return f"a {type(value).__name__} too large to show"
+    return text if len(text) <= limit else f"{text[:limit - 20]}… ({len(text):,} characters)"
+
+
+NORMS = ("rms_norm", "rms_norm_1", "rms_norm_2", "rms_norm_3")  # before/after attention, before/after the MoE
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """Grok-1's design choices as switches, for the exploration lab. Every default is the official model.
+
+    router            "softmax_topk": softmax over all experts, then the top-k (Grok-1); "topk_softmax":
+                      the top-k logits, then a softmax over those k (gates sum to 1)
+    renormalize       divide the top-k gates by their sum (Mixtral's choice); Grok-1 keeps them raw
+    capacity_factor   None: every token reaches its experts (dropless, Grok-1); a number: each expert
+                      takes at most factor · N·k/E token copies and drops the rest (GShard/Switch)
+    activation        "gelu": gated GELU in its tanh form (Grok-1); "silu": gated SiLU (SwiGLU)
+    drop_norms        names of the four sandwich norms to leave out (see NORMS), e.g. ("rms_norm_3",)
+                      for no post-MoE norm; their scales stay in the model, unused
+    logit_cap         None: Grok-1's 30·tanh(x/30) on attention logits; math.inf: no cap; c: c·tanh(x/c)
+    rope              "half_split": dimension i rotates with i + D/2 (Grok-1); "interleaved": with i + 1
+    rope_base         None: Grok-1's 10,000; or another base
+
+    Experts and experts per token (a dense model is 1 and 1), and the query/key-value head grouping
+    (MHA: num_kv_heads = num_q_heads; MQA: 1), are GrokConfig's own fields.
+    """
+
+    router: str = "softmax_topk"
+    renormalize: bool = False
+    capacity_factor: float | None = None
+    activation: str = "gelu"
+    drop_norms: tuple[str, ...] = ()
+    logit_cap: float | None = None
+    rope: str = "half_split"
+    rope_base: float | None = None
+
+    def __post_init__(self):
+        def need(ok: bool, message: str):
+            if not ok:
+                raise ConfigError(f"Variant: {message}")
+
+        choices = {"router": ("softmax_topk", "topk_softmax"), "activation": ("gelu", "silu"),
+                   "rope": ("half_split", "interleaved")}
+        for name, allowed in choices.items():
+            need(getattr(self, name) in allowed, f"{name} must be one of {', '.join(allowed)}, "
+                 f"got {shown(getattr(self, name))}")
+        need(isinstance(self.renormalize, bool), f"renormalize must be True or False, got {shown(self.renormalize)}")
+        need(isinstance(self.drop_norms, tuple) and all(n in NORMS for n in self.drop_norms)
+             and len(set(self.drop_norms)) == len(self.drop_norms),
+             f"drop_norms must be a tuple of distinct names from {', '.join(NORMS)}, got {shown(self.drop_norms)}")
+        for name in ("capacity_factor", "logit_cap", "rope_base"):
+            value = getattr(self, name)
+            need(value is None or (is_number(value) and value > 0 and not math.isnan(value)),
+                 f"{name} must be None (Grok-1's) or a positive number, got {shown(value)}")
+        need(self.capacity_factor is None or math.isfinite(self.capacity_factor),
+             f"capacity_factor must be finite, got {self.capacity_factor}")
+        need(self.rope_base is None or math.isfinite(self.rope_base) and self.rope_base > 1,
+             f"rope_base must be a finite number > 1, got {shown(self.rope_base)}")
+        need(not (self.renormalize and self.router == "topk_softmax"),
+             "renormalize=True with router='topk_softmax' does nothing: that softmax over the k already sums "
+             "to 1; pick one of the two")
+
+    def changes(self) -> dict:
+        """The switches that differ from Grok-1's, {name: value}."""
+        official = Variant()
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if getattr(self, f.name) != getattr(official, f.name)}
+
+    @classmethod
+    def from_dict(cls, values, *, source: str = "variant") -> Variant:
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: variant must be an object of switches, got {shown(values)}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        if unknown := sorted(set(values) - names):
+            raise ConfigError(f"{source}: unknown variant switches {unknown}; known: {', '.join(sorted(names))}")
+        values = dict(values)
+        if isinstance(values.get("drop_norms"), list):  # JSON has lists, not tuples
+            values["drop_norms"] = tuple(values["drop_norms"])
+        try:
+            return cls(**values)
+        except ConfigError as error:
+            raise ConfigError(f"{source}: {error}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +139,8 @@ class GrokConfig:
     sequence_len: int = 8192
     pad_token: int = 0
     eos_token: int = 2
+    # Not in the official config: our switches for the lab; the default is Grok-1 (see Variant).
+    variant: Variant = Variant()
 
     # Hard-coded in the official model, not configurable there; kept here so they have one home.
     rope_base: ClassVar[int] = 10_000
@@ -74,6 +173,7 @@ class GrokConfig:
              f"key_size={self.key_size} must be even (RoPE rotates pairs of dimensions)")
         need(self.num_selected_experts <= self.num_experts,
              f"num_selected_experts={self.num_selected_experts} exceeds num_experts={self.num_experts}")
+        need(isinstance(self.variant, Variant), f"variant must be a Variant, got {shown(self.variant)}")
         need(self.ffn_size > 0, f"widening_factor={self.widening_factor} gives an empty expert FFN")
         need(self.ffn_size <= _MAX_FFN_SIZE, f"widening_factor={self.widening_factor} with emb_size={self.emb_size} "
              f"gives an expert FFN of {self.ffn_size:,}, more than {_MAX_FFN_SIZE:,}")
@@ -137,8 +237,17 @@ class GrokConfig:
 
     # ---- I/O --------------------------------------------------------------------------------
 
+    @property
+    def is_official(self) -> bool:
+        """True unless a Variant switch differs from Grok-1's architecture."""
+        return not self.variant.changes()
+
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The official fields, plus "variant" (only the switches that differ) for a lab variant."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "variant"}
+        if changes := self.variant.changes():
+            values["variant"] = {k: list(v) if isinstance(v, tuple) else v for k, v in changes.items()}
+        return values
 
     @classmethod
     def from_dict(cls, values: dict, *, source: str = "config") -> GrokConfig:
@@ -148,15 +257,16 @@ class GrokConfig:
         """
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: expected a JSON object of config fields, got {type(values).__name__}")
-        names = {field.name for field in dataclasses.fields(cls)}
+        names = {field.name for field in dataclasses.fields(cls)} - {"variant"}  # variant: optional, ours
         derived = {"ffn_size", "rope_base", "max_attn_val", "rms_norm_eps"}
-        unknown = set(values) - names - derived
+        unknown = set(values) - names - derived - {"variant"}
         if unknown:
             raise ConfigError(f"{source}: unknown config keys {sorted(unknown)}")
         if missing := sorted(names - set(values)):  # a default here would be Grok-1's: silently another model
             raise ConfigError(f"{source}: missing config keys {missing}")
+        variant = Variant.from_dict(values.get("variant", {}), source=source)
         try:
-            config = cls(**{k: v for k, v in values.items() if k in names})
+            config = cls(**{k: v for k, v in values.items() if k in names}, variant=variant)
         except ConfigError as error:
             raise ConfigError(f"{source}: {error}") from None
         for key in sorted(derived & set(values)):
@@ -197,23 +307,6 @@ _FLOAT_LIMITS = {
 }
 _MAX_FFN_SIZE = 1 << 22  # 32,768
 CONFIG_MAX_BYTES = 1 << 20
-
-
-def is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)  # True is an int in Python, not a size
-
-
-def is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def shown(value, limit: int = 60) -> str:
-    """repr(value), shortened: a config value in an error message may be a 4,000-digit number."""
-    try:
-        text = repr(value)
-    except (ValueError, RecursionError):  # ints past Python's digit limit, nesting past the stack
-        return f"a {type(value).__name__} too large to show"
-    return text if len(text) <= limit else f"{text[:limit - 20]}… ({len(text):,} characters)"
 
 
 def _scaled(**fields) -> GrokConfig:

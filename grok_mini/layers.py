@@ -7,6 +7,7 @@ matrix products in the activation dtype (bfloat16 by default).
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -16,8 +17,8 @@ from flax import nnx
 from grok_mini.config import RELEASE_BLOCKS, GrokConfig
 from grok_mini.quant import dequantize, quantize
 
-__all__ = ["record", "Linear", "matmul", "RMSNorm", "rotary_embedding", "KVCache", "MultiHeadAttention",
-           "attention_mask"]
+__all__ = ["record", "Linear", "matmul", "RMSNorm", "rotary_embedding", "interleaved_rotary_embedding", "KVCache",
+           "MultiHeadAttention", "attention_mask"]
 
 
 def record(module: nnx.Module, name: str, value: jax.Array):
@@ -103,6 +104,23 @@ def rotary_embedding(x: jax.Array, positions: jax.Array, base: float = GrokConfi
     return (x32 * jnp.cos(angles) + rotated_half * jnp.sin(angles)).astype(x.dtype)
 
 
+def interleaved_rotary_embedding(x: jax.Array, positions: jax.Array, base: float = GrokConfig.rope_base
+                                 ) -> jax.Array:
+    """The other RoPE convention (GPT-J, Llama's original code): dimension 2i rotates with 2i + 1.
+
+    The same rotation as `rotary_embedding` applied to the dimensions in another order: not Grok-1's,
+    and a checkpoint trained with one convention gives wrong logits under the other.
+    """
+    d = x.shape[-1]
+    inv_freq = 1.0 / base ** (jnp.arange(d // 2, dtype=jnp.float32) * 2 / d)  # [D/2]
+    angles = positions.astype(jnp.float32)[:, :, None, None] * inv_freq  # [B, T, 1, D/2]
+    x32 = x.astype(jnp.float32)
+    even, odd = x32[..., 0::2], x32[..., 1::2]
+    rotated = jnp.stack([even * jnp.cos(angles) - odd * jnp.sin(angles),
+                         even * jnp.sin(angles) + odd * jnp.cos(angles)], axis=-1)  # [..., D/2, 2]
+    return rotated.reshape(x.shape).astype(x.dtype)
+
+
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class KVCache:
@@ -153,7 +171,7 @@ class MultiHeadAttention(nnx.Module):
         self.value = Linear(d, config.num_kv_heads * k, **linear)
         self.linear = Linear(config.num_q_heads * k, d, blocks=RELEASE_BLOCKS, **linear)  # output projection
         self.config = config
-        self.record_attention = False  # model.set_attributes(record_attention=True) sows the weights
+        self.record_attention = False  # switched by grok_mini.recording: keeps the weights
 
     def __call__(self, x: jax.Array, positions: jax.Array, key_mask: jax.Array,
                  cache: KVCache | None = None) -> tuple[jax.Array, KVCache | None]:
@@ -162,7 +180,10 @@ class MultiHeadAttention(nnx.Module):
         q = rearrange(self.query(x), "b t (h d) -> b t h d", d=cfg.key_size)
         k = rearrange(self.key(x), "b t (h d) -> b t h d", d=cfg.key_size)
         v = rearrange(self.value(x), "b t (h d) -> b t h d", d=cfg.key_size)
-        q, k = rotary_embedding(q, positions), rotary_embedding(k, positions)
+        variant = cfg.variant
+        base = cfg.rope_base if variant.rope_base is None else variant.rope_base
+        rope = rotary_embedding if variant.rope == "half_split" else interleaved_rotary_embedding
+        q, k = rope(q, positions, base), rope(k, positions, base)
 
         if cache is None:
             key_positions = positions
@@ -175,7 +196,9 @@ class MultiHeadAttention(nnx.Module):
         q = rearrange(q, "b t (kv g) d -> b t kv g d", kv=cfg.num_kv_heads)
         logits = jnp.einsum("btkgd,bskd->bkgts", q, k).astype(jnp.float32)
         logits = logits * cfg.attn_output_multiplier
-        logits = cfg.max_attn_val * jnp.tanh(logits / cfg.max_attn_val)
+        cap = cfg.max_attn_val if variant.logit_cap is None else variant.logit_cap
+        if math.isfinite(cap):  # a soft cap: about x for |x| well below it, never beyond ±cap
+            logits = cap * jnp.tanh(logits / cap)
         logits = jnp.where(mask[:, None, None, :, :], logits, -1e30)
         weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
         out = jnp.einsum("bkgts,bskd->btkgd", weights, v)

@@ -52,15 +52,20 @@ class DecoderLayer(nnx.Module):
         self.rms_norm_2 = RMSNorm(d)  # before the MoE
         self.moe = MoELayer(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs, **moe_options)
         self.rms_norm_3 = RMSNorm(d)  # after the MoE
+        self.config = config
         self.record_residual = False  # switched by grok_mini.recording: keeps the residual RMS
 
     def __call__(self, h, positions, key_mask, cache=None):
-        attended, cache = self.multi_head_attention(self.rms_norm(h), positions, key_mask, cache)
-        h = h + self.rms_norm_1(attended)
-        h = h + self.rms_norm_3(self.moe(self.rms_norm_2(h)))
+        attended, cache = self.multi_head_attention(self._norm("rms_norm", h), positions, key_mask, cache)
+        h = h + self._norm("rms_norm_1", attended)
+        h = h + self._norm("rms_norm_3", self.moe(self._norm("rms_norm_2", h)))
         if self.record_residual:
             record(self, "residual_rms", jnp.sqrt(jnp.mean(h.astype(jnp.float32) ** 2, axis=-1)))  # [B, T]
         return h, cache
+
+    def _norm(self, name: str, x):
+        """The sandwich norm `name`, or x as it is where the config's variant leaves that norm out."""
+        return x if name in self.config.variant.drop_norms else getattr(self, name)(x)
 
 
 class Grok(nnx.Module):

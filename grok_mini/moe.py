@@ -42,7 +42,7 @@ from grok_mini import kernels, sharding
 from grok_mini.config import RELEASE_BLOCKS, GrokConfig
 from grok_mini.layers import Linear, matmul, record
 
-__all__ = ["gelu_tanh", "Router", "Experts", "MoELayer", "route", "dense_moe", "gate_matrix",
+__all__ = ["gelu_tanh", "silu", "activation", "Router", "Experts", "MoELayer", "route", "dense_moe", "gate_matrix",
            "official_dense_moe", "sparse_moe", "ragged_moe", "capacity_moe", "position_in_expert",
            "default_tile_rows", "DISPATCHES"]
 
@@ -54,10 +54,33 @@ def gelu_tanh(x: jax.Array) -> jax.Array:
     return jax.nn.gelu(x, approximate=True)
 
 
-def route(router_logits: jax.Array, num_selected: int) -> tuple[jax.Array, jax.Array]:
-    """Softmax over all experts, then the top-k: (gates [..., k] float32, expert ids [..., k])."""
-    probs = jax.nn.softmax(router_logits.astype(jnp.float32), axis=-1)
-    return jax.lax.top_k(probs, num_selected)
+def route(router_logits: jax.Array, num_selected: int, *, order: str = "softmax_topk",
+          renormalize: bool = False) -> tuple[jax.Array, jax.Array]:
+    """Softmax over all experts, then the top-k: (gates [..., k] float32, expert ids [..., k]).
+
+    Grok-1's gates are those probabilities as they are (they sum to less than 1). The lab's
+    variants: order="topk_softmax" takes the top-k logits and a softmax over just those;
+    renormalize=True divides the top-k probabilities by their sum. The chosen experts are the
+    same in all three (softmax keeps the order); only the gates differ.
+    """
+    logits = router_logits.astype(jnp.float32)
+    if order == "topk_softmax":
+        top, ids = jax.lax.top_k(logits, num_selected)
+        return jax.nn.softmax(top, axis=-1), ids
+    gates, ids = jax.lax.top_k(jax.nn.softmax(logits, axis=-1), num_selected)
+    if renormalize:
+        gates = gates / jnp.sum(gates, axis=-1, keepdims=True)
+    return gates, ids
+
+
+def silu(x: jax.Array) -> jax.Array:
+    """The lab's alternative expert activation (SwiGLU's): not Grok-1's."""
+    return jax.nn.silu(x)
+
+
+def activation(name: str, x: jax.Array) -> jax.Array:
+    """The expert activation the config's variant names: "gelu" (Grok-1's tanh form) or "silu"."""
+    return gelu_tanh(x) if name == "gelu" else silu(x)
 
 
 def gate_matrix(gates: jax.Array, experts: jax.Array, num_experts: int) -> jax.Array:
@@ -86,6 +109,10 @@ class Experts(nnx.Module):
         self.linear_v = Linear(d, f, **linear)  # value, not activated
         self.linear_1 = Linear(f, d, blocks=RELEASE_BLOCKS, **linear)  # down projection
         self.dtype = dtype
+        self.activation = config.variant.activation  # "gelu" (Grok-1) or the lab's "silu"
+
+    def act(self, x: jax.Array) -> jax.Array:
+        return activation(self.activation, x)
 
 
 def dense_moe(experts: Experts, x: jax.Array, gates: jax.Array) -> jax.Array:
@@ -98,7 +125,7 @@ def dense_moe(experts: Experts, x: jax.Array, gates: jax.Array) -> jax.Array:
     x = x.astype(dtype)
     gate = jnp.einsum("nd,edf->enf", x, experts.linear.kernel())
     value = jnp.einsum("nd,edf->enf", x, experts.linear_v.kernel())
-    hidden = gelu_tanh(gate) * value
+    hidden = experts.act(gate) * value
     out = jnp.einsum("enf,efd->end", hidden, experts.linear_1.kernel())  # [E, N, D]
     return jnp.einsum("ne,end->nd", gates.astype(dtype), out)
 
@@ -119,7 +146,7 @@ def official_dense_moe(experts: Experts, x: jax.Array, gates: jax.Array, expert_
         all_outputs = jnp.einsum("mi,eio->emo", h, linear.kernel())  # [E, N·k, out]
         return jnp.einsum("me,emo->mo", select, all_outputs)
 
-    hidden = gelu_tanh(every_expert_then_select(copies, experts.linear)) * every_expert_then_select(
+    hidden = experts.act(every_expert_then_select(copies, experts.linear)) * every_expert_then_select(
         copies, experts.linear_v)
     out = rearrange(every_expert_then_select(hidden, experts.linear_1), "(n k) d -> n k d", k=k)
     return jnp.einsum("nk,nkd->nd", gates.astype(dtype), out)
@@ -161,7 +188,7 @@ def _expert_ffn(experts: Experts, rows: jax.Array, expert: jax.Array) -> jax.Arr
         scales = None if linear.scales is None else linear.scales[expert]  # int8: [blocks, out]
         return matmul(h, linear.w[expert], scales, experts.dtype)
 
-    return project(experts.linear_1, gelu_tanh(project(experts.linear, rows)) * project(experts.linear_v, rows))
+    return project(experts.linear_1, experts.act(project(experts.linear, rows)) * project(experts.linear_v, rows))
 
 
 def _run_tiles(experts: Experts, tiles: jax.Array, tile_expert: jax.Array, use_kernel: bool,
@@ -204,7 +231,7 @@ def _kernel_ffn(experts: Experts, tiles: jax.Array, tile_expert: jax.Array, mesh
         def project(h, weight, scales):
             return kernels.expert_tiles_matmul(h, tile_expert, weight, scales, experts.dtype)
 
-        return project(gelu_tanh(project(tiles, w, w_scales)) * project(tiles, v, v_scales), w1, w1_scales)
+        return project(experts.act(project(tiles, w, w_scales)) * project(tiles, v, v_scales), w1, w1_scales)
 
     if mesh is None or mesh.devices.size == 1:
         return ffn(tiles, tile_expert, *weights)
@@ -234,7 +261,7 @@ def _all_experts(experts: Experts, buckets: jax.Array) -> jax.Array:
         scales = None if linear.scales is None else linear.scales[...]  # int8: [E, blocks, out]
         return jax.vmap(lambda h, w, s: matmul(h, w, s, experts.dtype))(h, linear.w[...], scales)
 
-    return project(experts.linear_1, gelu_tanh(project(experts.linear, buckets)) * project(experts.linear_v, buckets))
+    return project(experts.linear_1, experts.act(project(experts.linear, buckets)) * project(experts.linear_v, buckets))
 
 
 def default_tile_rows() -> int:
@@ -328,7 +355,7 @@ def ragged_moe(experts: Experts, x: jax.Array, gates: jax.Array, expert_ids: jax
     def grouped(linear, h):
         return _ragged_matmul(linear, h, group_sizes, row_expert)
 
-    hidden = gelu_tanh(grouped(experts.linear, rows)) * grouped(experts.linear_v, rows)
+    hidden = experts.act(grouped(experts.linear, rows)) * grouped(experts.linear_v, rows)
     return _combine(grouped(experts.linear_1, hidden)[slot], gates)
 
 
@@ -379,6 +406,12 @@ class MoELayer(nnx.Module):
         self.experts = Experts(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.config = config
         self.mesh = mesh if mesh is not None and mesh.devices.size > 1 else None
+        if config.variant.capacity_factor is not None:  # the lab's token dropping is part of the model
+            if dispatch not in (None, "capacity"):
+                raise ValueError(f"the config's variant drops tokens past capacity_factor="
+                                 f"{config.variant.capacity_factor}, which only the 'capacity' dispatch does; "
+                                 f"got dispatch={dispatch!r}")
+            dispatch, capacity_factor = "capacity", config.variant.capacity_factor
         self.dispatch = default_dispatch(self.mesh) if dispatch is None else dispatch
         self.capacity_factor = capacity_factor
         self.tile_rows = tile_rows  # None: default_tile_rows() for the backend
@@ -391,7 +424,9 @@ class MoELayer(nnx.Module):
         router_logits = self.router(x)  # [B, T, E] float32
         if self.record_router:
             record(self, "router_logits", router_logits)
-        gates, chosen = route(router_logits, self.config.num_selected_experts)  # [B, T, k] each
+        variant = self.config.variant
+        gates, chosen = route(router_logits, self.config.num_selected_experts, order=variant.router,
+                              renormalize=variant.renormalize)  # [B, T, k] each
         flat = x.reshape(-1, x.shape[-1])  # [N, D]
         gates, chosen = gates.reshape(flat.shape[0], -1), chosen.reshape(flat.shape[0], -1)  # [N, k]
         _check_dispatch(self.dispatch)
