@@ -191,12 +191,22 @@ def _pickle_release(value) -> bytes:
             main.QuantizedWeight8bit = previous
 
 
+def refuse_variant(config: GrokConfig, fmt: str) -> None:
+    """A CheckpointError for a config whose lab switches differ from Grok-1's (config.Variant)."""
+    if changes := config.variant.changes():
+        raise CheckpointError(f"{fmt} holds Grok-1's architecture only; this model is a lab variant "
+                              f"({', '.join(f'{k}={v!r}' for k, v in changes.items())}): save it with the trainer's "
+                              "Orbax checkpoints instead")
+
+
 def save_checkpoint(model: Grok, path: str | Path) -> Path:
     """Write `model` in the release layout under `path/ckpt-0/`, matrices quantised to int8.
 
     Written into a temporary folder beside the target and renamed into place at the end, so a
-    failure midway leaves any previous checkpoint at `path` untouched.
+    failure midway leaves any previous checkpoint at `path` untouched. A lab variant is refused: the
+    format describes Grok-1's architecture only, and a reader would load it as Grok-1.
     """
+    refuse_variant(model.config, "the release format")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     flat = {path: variable.get_value() for path, variable in nnx.to_flat_state(nnx.state(model, nnx.Param))}

@@ -100,12 +100,14 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     add("--batch-size", type=COUNT, help=f"windows a step (default {d.batch_size})")
     add("--seq-len", type=COUNT, help=f"tokens a window (default {d.seq_len})")
     add("--learning-rate", type=float, help=f"peak AdamW learning rate (default {d.learning_rate})")
-    add("--warmup-steps", type=_integer(0, 1 << 31), help=f"linear warmup before the cosine decay (default {d.warmup_steps})")
+    add("--warmup-steps", type=_integer(0, 1 << 31),
+        help=f"linear warmup before the cosine decay (default {d.warmup_steps})")
     add("--balance-coef", type=float, help=f"Switch load-balancing loss weight, 0 = off (default {d.balance_coef})")
     add("--z-coef", type=float, help=f"router z-loss weight, 0 = off (default {d.z_coef})")
     add("--eval-every", type=COUNT, help=f"held-out loss every N steps (default {d.eval_every})")
     add("--eval-windows", type=COUNT, help=f"held-out windows (default {d.eval_windows})")
-    add("--checkpoint-every", type=_integer(0, 1 << 31), help="also checkpoint every N steps (default: only at the end)")
+    add("--checkpoint-every", type=_integer(0, 1 << 31),
+        help="also checkpoint every N steps (default: only at the end)")
     add("--seed", type=SEED, help=f"model initialisation, batch order and sampling (default {d.seed})")
     add("--no-progress", action="store_true", help="no progress bar")
 

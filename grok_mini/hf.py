@@ -34,7 +34,7 @@ from flax import nnx
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from grok_mini.checkpoint import CheckpointError, iter_release_tensors, release_layout
+from grok_mini.checkpoint import CheckpointError, iter_release_tensors, refuse_variant, release_layout
 from grok_mini.config import CONFIG_MAX_BYTES, ConfigError, GrokConfig, shown
 from grok_mini.files import check_regular, read_json
 from grok_mini.model import Grok
@@ -86,6 +86,7 @@ def hf_layout(config: GrokConfig) -> list[HFTensor]:
 
 def hf_config(config: GrokConfig, dtype=jnp.bfloat16) -> dict:
     """config.json in the hpcai-tech Grok1Config's field names (plus head_dim and widening_factor)."""
+    refuse_variant(config, "the Hugging Face Grok-1 format")
     return {
         "architectures": ["Grok1ModelForCausalLM"],
         "model_type": "grok-1",

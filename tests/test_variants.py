@@ -223,3 +223,14 @@ def test_recording_works_on_a_variant():
     with recording(model, router=True) as recorded:
         model(jnp.asarray([[1, 2, 3]]))
     assert recorded.state["decoder_layers"][1]["moe"]["router_logits"][...].shape == (1, 3, TINY.num_experts)
+
+
+def test_the_grok1_formats_refuse_a_variant(tmp_path):
+    from grok_mini import CheckpointError, save_checkpoint
+    from grok_mini.hf import save_hf
+
+    model = Grok(variant(activation="silu"), dtype=jnp.float32, rngs=nnx.Rngs(0))
+    for save in (save_checkpoint, save_hf):
+        with pytest.raises(CheckpointError, match="lab variant \\(activation='silu'\\)"):
+            save(model, tmp_path / save.__name__)
+        assert not (tmp_path / save.__name__).exists()
