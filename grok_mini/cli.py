@@ -323,6 +323,33 @@ def _tokenize(args) -> None:
     print("ids:", ids)
 
 
+def _explore(args) -> None:
+    import time
+    from pathlib import Path
+
+    from grok_mini import explore
+
+    experiments = explore.DEFAULT_SWEEP
+    if args.only:
+        known = {e.name: e for e in experiments}
+        if unknown := [name for name in args.only if name not in known]:
+            raise ValueError(f"unknown experiments {unknown}; choose from {', '.join(known)} (see --list)")
+        experiments = tuple(known[name] for name in args.only)
+    print(explore.describe(experiments))
+    if args.list:
+        return
+    start = time.perf_counter()
+    out = Path(args.out)
+    results = explore.run_sweep(out, experiments, seeds=tuple(range(args.seeds)), corpus=args.corpus,
+                                progress=not args.no_progress)
+    print(f"\n{'experiment':<18}" + "".join(f"{'seed ' + str(s):>10}" for s in range(args.seeds)) + f"{'mean':>10}")
+    for experiment in experiments:
+        final = [r["history"]["heldout_loss"][-1] for r in results if r["experiment"] == experiment.name]
+        print(f"{experiment.name:<18}" + "".join(f"{x:>10.3f}" for x in final) + f"{sum(final) / len(final):>10.3f}")
+    print(f"\nheld-out loss (nats/token) after {explore.SWEEP_TRAINING.steps} steps; tables in {out}/results.csv "
+          f"and {out}/expert_load.csv; {time.perf_counter() - start:.0f} s")
+
+
 def _figures(args) -> None:
     from grok_mini import figures
 
@@ -396,6 +423,15 @@ def build_parser() -> argparse.ArgumentParser:
     tokenize.add_argument("text")
     tokenize.add_argument("--tokenizer", help="a tokenizer.model or a run folder (default: Grok-1's, from the hub)")
     tokenize.set_defaults(run=_tokenize)
+
+    lab = commands.add_parser("explore", help="train variants of Grok-1's design on the toy, same data and seeds")
+    lab.add_argument("--out", default="runs/explore", help="the sweep's folder (finished runs there are kept)")
+    lab.add_argument("--only", nargs="+", metavar="NAME", help="run these experiments only (see --list)")
+    lab.add_argument("--seeds", type=_integer(1, 16), default=2, help="seeds per experiment (default 2)")
+    lab.add_argument("--corpus", help="a text file or folder instead of the embedded corpus")
+    lab.add_argument("--list", action="store_true", help="list the experiments and what each changes")
+    lab.add_argument("--no-progress", action="store_true", help="no progress bar")
+    lab.set_defaults(run=_explore)
 
     figs = commands.add_parser("figures", help="regenerate the PNGs in figures/ from the notebooks' plotting code")
     figs.add_argument("--out", help="output folder (default: figures/ of this checkout)")

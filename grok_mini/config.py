@@ -214,6 +214,17 @@ class GrokConfig:
         counts = self.param_counts()
         return self.num_params - counts["experts"] * (self.num_experts - self.num_selected_experts) // self.num_experts
 
+    def flops_per_token(self, context: int | None = None) -> int:
+        """Forward-pass FLOPs one token costs (2 per multiply-add): every matrix it touches, the
+        selected experts only, the tied output projection, and attention over `context` earlier
+        positions (default: half the sequence length, the average under a causal mask)."""
+        d, f, k = self.emb_size, self.ffn_size, self.num_selected_experts
+        context = self.sequence_len // 2 if context is None else context
+        heads = self.num_q_heads * self.key_size
+        projections = d * heads * 2 + d * self.num_kv_heads * self.key_size * 2  # q, o; k, v
+        per_layer = projections + k * 3 * d * f + d * self.num_experts + 2 * heads * context  # + scores, values
+        return 2 * (self.num_layers * per_layer + self.vocab_size * d)
+
     def weight_bytes(self, fmt: str) -> int:
         """Bytes of weights: "bf16" (everything bfloat16), "fp32", or "int8" (the release format:
         int8 matrices with bfloat16 scales; embeddings, norms and router stay float32)."""
