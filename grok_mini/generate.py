@@ -218,15 +218,16 @@ def stream(model: Grok, prompts, max_new_tokens: int, *, temperature: float = 0.
     tokens = np.pad(tokens, ((0, 0), (0, width - tokens.shape[1])), constant_values=config.pad_token)
     cache = model.init_cache(batch, min(-(-(width + max_new_tokens) // BUCKET) * BUCKET, config.sequence_len))
     token, cache = prefill(graphdef, state, jnp.asarray(tokens), jnp.asarray(lengths), cache, sampler)
-    finished = np.zeros(batch, bool)
+    finished = jnp.zeros(batch, bool)
     for i in range(max_new_tokens):
-        ids = np.where(finished, config.pad_token, np.asarray(token))
-        yield ids
+        ids = jnp.where(finished, config.pad_token, token)  # rows past their EOS feed and show the pad id
         if eos_token is not None:
-            finished |= ids == eos_token
-        if finished.all() or i + 1 == max_new_tokens:
+            finished = finished | (ids == eos_token)
+        if i + 1 < max_new_tokens:  # dispatch the next step before waiting for this one's ids: the device
+            token, cache = decode_step(graphdef, state, ids, cache, sampler, i + 1)  # never idles on the host
+        yield np.asarray(ids)
+        if eos_token is not None and bool(np.asarray(finished).all()):
             return
-        token, cache = decode_step(graphdef, state, jnp.asarray(ids), cache, sampler, i + 1)
 
 
 def generate(model: Grok, tokens, max_new_tokens: int, *, temperature: float = 0.0, top_k: int | None = None,
