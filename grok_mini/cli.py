@@ -131,11 +131,21 @@ def _print_samples(model, tokenizer, prompts, *, max_new_tokens: int, temperatur
 
 # ---- demo ---------------------------------------------------------------------------------------
 
+def _save_plots(history: dict, out) -> list:
+    """The run's loss and expert-load plots, when matplotlib (the teach extra) is installed."""
+    try:
+        from grok_mini.teach.training import save_plots
+    except ImportError:
+        print("(no plots: they need matplotlib; pip install 'grok-mini[teach]')")
+        return []
+    return save_plots(history, out)
+
+
 def _demo(args) -> None:
     import time
     from pathlib import Path
 
-    from grok_mini.train import TrainConfig, prepare_run, save_plots
+    from grok_mini.train import TrainConfig, prepare_run
 
     start = time.perf_counter()
     out = Path(args.out)
@@ -157,7 +167,7 @@ def _demo(args) -> None:
     print(f"\ntraining {config.steps} steps of {config.batch_size}×{config.seq_len} tokens (AdamW, warmup + "
           f"cosine; load-balancing loss ×{config.balance_coef}, router z-loss ×{config.z_coef}):")
     trainer.run(run_dir=out, progress=not args.no_progress)
-    plots = save_plots(trainer.history, out)
+    plots = _save_plots(trainer.history, out)
     history = trainer.history
     first, last = history["heldout_loss"][0], history["heldout_loss"][-1]
     print(f"held-out loss: {first:.3f} at step 0 → {last:.3f} at step {history['heldout_step'][-1]} "
@@ -180,7 +190,7 @@ def _train(args) -> None:
     import dataclasses
     from pathlib import Path
 
-    from grok_mini.train import TrainConfig, prepare_run, read_run_files, save_plots
+    from grok_mini.train import TrainConfig, prepare_run, read_run_files
 
     out = Path(args.out)
     overrides = _train_overrides(args)
@@ -195,7 +205,7 @@ def _train(args) -> None:
     print(f"model: {model_config.num_params:,} parameters; training to step {args.until or config.steps} of "
           f"{config.steps} → {out}/")
     trainer.run(args.until, run_dir=out, progress=not args.no_progress)
-    save_plots(trainer.history, out)
+    _save_plots(trainer.history, out)
     history = trainer.history
     print(f"step {trainer.step}: held-out loss {history['heldout_loss'][0]:.3f} at step "
           f"{history['heldout_step'][0]} → {history['heldout_loss'][-1]:.3f}; "
@@ -351,7 +361,7 @@ def _explore(args) -> None:
 
 
 def _figures(args) -> None:
-    from grok_mini import figures
+    from grok_mini.teach import figures
 
     if args.list or args.markdown:
         print(figures.gallery_markdown() if args.markdown else
@@ -444,9 +454,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    import matplotlib
+    try:
+        import matplotlib
 
-    matplotlib.use("Agg")  # plots go to files, never to a window
+        matplotlib.use("Agg")  # plots go to files, never to a window
+    except ImportError:  # the core alone: everything but the plots works
+        pass
     try:
         args.run(args)
     except (ConfigError, ValueError, OSError) as error:

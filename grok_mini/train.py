@@ -39,9 +39,8 @@ from grok_mini.memory import require_memory
 from grok_mini.model import Grok, recording
 from grok_mini.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 
-__all__ = ["TrainConfig", "Trainer", "prepare_run", "save_plots", "balance_loss", "router_z_loss", "expert_load",
-           "router_losses", "make_optimizer", "latest_checkpoint_step", "load_trained_model", "plot_losses",
-           "plot_expert_load"]
+__all__ = ["TrainConfig", "Trainer", "prepare_run", "balance_loss", "router_z_loss", "expert_load",
+           "router_losses", "make_optimizer", "latest_checkpoint_step", "load_trained_model"]
 
 
 MAX_COUNT = 1 << 31  # steps, windows, tokens: far beyond a toy run, and still a C int
@@ -522,57 +521,3 @@ def prepare_run(run_dir: str | Path, *, corpus: str | Path | None = None, model_
         documents=len(text.documents), characters=text.num_chars,
         train_tokens=len(train_tokens), heldout_tokens=len(heldout_tokens)), indent=1))
     return trainer, tokenizer
-
-
-def save_plots(history: dict, run_dir: str | Path) -> list[Path]:
-    """loss.png and expert_load.png in run_dir."""
-    run_dir = Path(run_dir)
-    return [plot_losses(history, run_dir / "loss.png"), plot_expert_load(history, run_dir / "expert_load.png")]
-
-
-# ---- plots (matplotlib's object API: no pyplot, no GUI backend) ----------------------------------
-
-def plot_losses(history: dict, path: str | Path, *, title: str = "") -> Path:
-    """Training loss (cross-entropy) per step and held-out loss at its evaluation steps."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7, 4), dpi=110, layout="constrained")
-    ax = fig.subplots()
-    ax.plot(history["step"], history["ce"], lw=0.8, alpha=0.6, label="training cross-entropy (batch)")
-    ax.plot(history["heldout_step"], history["heldout_loss"], "o-", ms=4, label="held-out cross-entropy")
-    ax.set(xlabel="optimiser step", ylabel="nats per token", title=title or "loss")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.savefig(path)
-    return Path(path)
-
-
-def plot_expert_load(history: dict, path: str | Path, *, title: str = "") -> Path:
-    """Share of the top-k assignments each expert receives, per layer, over training (ideal: 1/E)."""
-    from matplotlib.figure import Figure
-
-    load = np.asarray(history["expert_load"])  # [steps, L, E]
-    steps = np.asarray(history["step"])
-    num_layers, num_experts = load.shape[1], load.shape[2]
-    window = max(1, len(steps) // 50)  # moving average: a batch's share is noisy
-    kernel = np.ones(window) / window
-    cols = min(num_layers, 4)
-    rows = math.ceil(num_layers / cols)
-    fig = Figure(figsize=(3.2 * cols, 2.6 * rows + 0.6), dpi=110, layout="constrained")
-    axes = np.atleast_1d(fig.subplots(rows, cols, sharex=True, sharey=True)).ravel()
-    for layer, ax in enumerate(axes):
-        if layer >= num_layers:
-            ax.axis("off")
-            continue
-        for expert in range(num_experts):
-            smooth = np.convolve(load[:, layer, expert], kernel, mode="valid")
-            ax.plot(steps[window - 1:], smooth, lw=1, label=f"expert {expert}")
-        ax.axhline(1 / num_experts, color="k", ls="--", lw=0.8)
-        ax.set_title(f"layer {layer}", fontsize=9)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("share of assignments")
-    fig.supxlabel("optimiser step")
-    fig.suptitle(title or f"expert load per layer (dashed: balanced 1/{num_experts})", fontsize=10)
-    axes[0].legend(fontsize=6, ncol=2)
-    fig.savefig(path)
-    return Path(path)

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from grok_mini.exercises import (
+from grok_mini.layers import MultiHeadAttention, rotary_embedding
+from grok_mini.teach.exercises import (
     ExerciseFailed,
     attention,
     embeddings,
@@ -26,7 +27,6 @@ from grok_mini.exercises import (
     tokenization,
     training,
 )
-from grok_mini.layers import MultiHeadAttention, rotary_embedding
 from tests.conftest import TINY
 
 SOLUTIONS = Path(__file__).parent.parent / "notebooks" / "solutions"

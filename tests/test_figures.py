@@ -8,7 +8,8 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
-from grok_mini import cli, figures  # figures.render switches matplotlib to the Agg backend (files only)
+from grok_mini import cli
+from grok_mini.teach import figures  # figures.render switches matplotlib to the Agg backend (files only)
 
 ROOT = Path(__file__).parent.parent
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -13,7 +13,9 @@ def normalise(requirement: str) -> str:
 
 def test_environment_yml_matches_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = {normalise(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]}
+    extras = project["optional-dependencies"]
+    wanted = {normalise(r) for r in project["dependencies"] + extras["dev"]}
+    assert {normalise(r) for r in extras["teach"]} <= wanted, "dev installs everything teach does"
     lines = (ROOT / "environment.yml").read_text().splitlines()
     pip_entries = [line.strip()[2:] for line in lines if line.startswith("      - ")]  # under `- pip:`
     listed = {normalise(entry) for entry in pip_entries if entry != "-e ."}

@@ -1,4 +1,4 @@
-"""Reference solutions for notebook 04 (attention and GQA). Checked by grok_mini.exercises.attention."""
+"""Reference solutions for notebook 04 (attention and GQA). Checked by grok_mini.teach.exercises.attention."""
 
 import jax
 import jax.numpy as jnp

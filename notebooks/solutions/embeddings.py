@@ -1,4 +1,4 @@
-"""Reference solutions for notebook 02 (embeddings and RMSNorm). Checked by grok_mini.exercises.embeddings."""
+"""Reference solutions for notebook 02 (embeddings and RMSNorm). Checked by grok_mini.teach.exercises.embeddings."""
 
 import jax.numpy as jnp
 

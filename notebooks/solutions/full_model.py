@@ -1,4 +1,4 @@
-"""Reference solutions for notebook 06 (the full model). Checked by grok_mini.exercises.full_model."""
+"""Reference solutions for notebook 06 (the full model). Checked by grok_mini.teach.exercises.full_model."""
 
 import jax
 import jax.numpy as jnp

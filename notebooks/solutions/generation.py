@@ -1,4 +1,4 @@
-"""Reference solutions for notebook 08 (generation). Checked by grok_mini.exercises.generation."""
+"""Reference solutions for notebook 08 (generation). Checked by grok_mini.teach.exercises.generation."""
 
 import jax
 import jax.numpy as jnp

@@ -1,4 +1,4 @@
-"""Reference solutions for notebook 09 (the real weights). Checked by grok_mini.exercises.real_weights."""
+"""Reference solutions for notebook 09 (the real weights). Checked by grok_mini.teach.exercises.real_weights."""
 
 import numpy as np
 

@@ -1,4 +1,4 @@
-"""Reference solutions for notebook 03 (RoPE). Checked by grok_mini.exercises.rope."""
+"""Reference solutions for notebook 03 (RoPE). Checked by grok_mini.teach.exercises.rope."""
 
 import jax.numpy as jnp
 import numpy as np

@@ -1,4 +1,4 @@
-"""Reference solutions for notebook 05 (expert routing). Checked by grok_mini.exercises.routing."""
+"""Reference solutions for notebook 05 (expert routing). Checked by grok_mini.teach.exercises.routing."""
 
 import jax
 import jax.numpy as jnp

@@ -1,4 +1,4 @@
-"""Reference solutions for notebook 00 (overview and scale). Checked by grok_mini.exercises.scale."""
+"""Reference solutions for notebook 00 (overview and scale). Checked by grok_mini.teach.exercises.scale."""
 
 
 def count_params(config) -> int:

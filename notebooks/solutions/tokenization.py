@@ -1,4 +1,4 @@
-"""Reference solutions for notebook 01 (tokenization). Checked by grok_mini.exercises.tokenization."""
+"""Reference solutions for notebook 01 (tokenization). Checked by grok_mini.teach.exercises.tokenization."""
 
 
 def merge_pair(pieces, pair):

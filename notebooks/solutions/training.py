@@ -1,4 +1,4 @@
-"""Reference solutions for notebook 07 (training). Checked by grok_mini.exercises.training."""
+"""Reference solutions for notebook 07 (training). Checked by grok_mini.teach.exercises.training."""
 
 import math
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from grok_mini.exercises import ExerciseFailed, call, expect_close, expect_equal, run_check
 from grok_mini.quant import dequantize, quantize
+from grok_mini.teach.exercises import ExerciseFailed, call, expect_close, expect_equal, run_check
 
 __all__ = ["check_layer_order", "check_dequantize_blocks"]
 

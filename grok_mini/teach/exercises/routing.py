@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from grok_mini.exercises import ExerciseFailed, call, expect_close, run_check
+from grok_mini.teach.exercises import ExerciseFailed, call, expect_close, run_check
 
 __all__ = ["check_top2_route", "check_balance_loss", "reference_top2_route", "reference_balance_loss"]
 

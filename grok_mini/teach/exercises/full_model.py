@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from grok_mini.exercises import ExerciseFailed, call, expect_close, run_check
+from grok_mini.teach.exercises import ExerciseFailed, call, expect_close, run_check
 
 __all__ = ["check_decoder_layer", "check_normalized_entropy", "layer_variant"]
 

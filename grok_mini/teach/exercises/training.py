@@ -7,7 +7,7 @@ import math
 import numpy as np
 import optax
 
-from grok_mini.exercises import ExerciseFailed, call, expect_close, run_check
+from grok_mini.teach.exercises import ExerciseFailed, call, expect_close, run_check
 
 __all__ = ["check_next_token_loss", "check_learning_rate", "SCHEDULES"]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from grok_mini.config import GrokConfig, preset
-from grok_mini.exercises import ExerciseFailed, call, expect_equal, run_check
+from grok_mini.teach.exercises import ExerciseFailed, call, expect_equal, run_check
 
 __all__ = ["check_param_count", "check_kv_cache_bytes", "CONFIGS"]
 

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from grok_mini.config import GrokConfig
-from grok_mini.exercises import call, expect_close, run_check
 from grok_mini.layers import RMSNorm
+from grok_mini.teach.exercises import call, expect_close, run_check
 
 __all__ = ["check_rms_norm", "check_tied_logits"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from grok_mini.exercises import ExerciseFailed, call, expect_equal, run_check
+from grok_mini.teach.exercises import ExerciseFailed, call, expect_equal, run_check
 
 __all__ = ["check_merge_pair", "check_decode_pieces", "MERGE_CASES", "DECODE_CASES"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from grok_mini.exercises import ExerciseFailed, call, run_check
 from grok_mini.generate import filter_logits
+from grok_mini.teach.exercises import ExerciseFailed, call, run_check
 
 __all__ = ["check_top_k_filter", "check_nucleus_filter", "reference_filter"]
 

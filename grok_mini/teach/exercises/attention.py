@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from grok_mini.config import GrokConfig
-from grok_mini.exercises import call, expect_close, expect_equal, run_check
+from grok_mini.teach.exercises import call, expect_close, expect_equal, run_check
 
 __all__ = ["check_kv_head", "check_attention", "reference_attention"]
 

@@ -1,0 +1,129 @@
+"""For teachers: a student edition of the notebooks, and grading a folder of completed ones.
+
+    grok-mini classroom student notebooks/ handout/        # what students get
+    grok-mini classroom grade submissions/ --out grades.csv
+
+The convention follows nbgrader's, so the notebooks also work in an nbgrader course: a cell whose
+`metadata.nbgrader.solution` is true is an answer cell, and any code between `### BEGIN SOLUTION`
+and `### END SOLUTION` in it becomes `raise NotImplementedError  # your code here` in the student
+edition; its outputs, and those of cells tagged `answer-output`, are cleared. `points` in a cell's
+nbgrader metadata is what each exercise checked in that cell is worth (1 by default).
+
+Grading executes each student's notebook from the top in a fresh kernel with
+$GROK_MINI_GRADEBOOK set: every checker (`teach.exercises.run_check`) appends its verdict there
+(passed, failed with the mistake it recognised, not attempted, or refused because the answer was
+the package's own function), and the grader turns those lines into one CSV row per student and
+exercise. A notebook that cannot run to the end still gets its rows: the exercises before the error
+keep their verdicts, the rest are "not run".
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import nbformat
+
+__all__ = ["student_edition", "grade", "GRADEBOOK_VARIABLE", "STUB"]
+
+GRADEBOOK_VARIABLE = "GROK_MINI_GRADEBOOK"
+STUB = "raise NotImplementedError  # your code here"
+_SOLUTION = re.compile(r"^([ \t]*)### BEGIN SOLUTION\n.*?^[ \t]*### END SOLUTION[ \t]*$", re.S | re.M)
+GRADE_COLUMNS = ("student", "notebook", "exercise", "status", "points", "max_points", "mistake")
+
+
+def _nbgrader(cell) -> dict:
+    return cell.get("metadata", {}).get("nbgrader", {})
+
+
+def strip_solutions(source: str) -> str:
+    """Every `### BEGIN SOLUTION` … `### END SOLUTION` region replaced by the stub, at its indentation."""
+    return _SOLUTION.sub(lambda match: f"{match[1]}{STUB}", source)
+
+
+def student_edition(notebooks: str | Path, out: str | Path) -> list[Path]:
+    """Write the student edition of every NN_*.ipynb in `notebooks` to `out`; returns the files written."""
+    notebooks, out = Path(notebooks), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in sorted(notebooks.glob("[0-9][0-9]_*.ipynb")):
+        notebook = nbformat.read(path, as_version=4)
+        for cell in notebook.cells:
+            answer = _nbgrader(cell).get("solution", False)
+            if cell.cell_type == "code" and answer:
+                cell.source = strip_solutions(cell.source)
+            if cell.cell_type == "code" and (answer or "answer-output" in cell.get("metadata", {}).get("tags", [])):
+                cell.outputs, cell.execution_count = [], None
+        nbformat.write(notebook, out / path.name)
+        written.append(out / path.name)
+    return written
+
+
+def _points(notebook) -> dict[int, float]:
+    """Cell index → points each exercise checked in that cell is worth."""
+    return {i: float(_nbgrader(cell).get("points", 1)) for i, cell in enumerate(notebook.cells)}
+
+
+def grade_notebook(path: str | Path, *, timeout: float = 600) -> list[dict]:
+    """Execute one completed notebook and return its verdicts: one dict per exercise checked."""
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    path = Path(path)
+    notebook = nbformat.read(path, as_version=4)
+    with tempfile.TemporaryDirectory() as folder:
+        gradebook = Path(folder) / "gradebook.jsonl"
+        gradebook.touch()
+        previous = os.environ.get(GRADEBOOK_VARIABLE)
+        os.environ[GRADEBOOK_VARIABLE] = str(gradebook)  # the kernel inherits it
+        try:
+            client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+                                    resources={"metadata": {"path": str(path.parent)}})
+            try:
+                client.execute()
+            except CellExecutionError:
+                pass  # a wrong answer raises in its cell; the verdicts written so far still count
+        finally:
+            if previous is None:
+                os.environ.pop(GRADEBOOK_VARIABLE, None)
+            else:
+                os.environ[GRADEBOOK_VARIABLE] = previous
+        verdicts = [json.loads(line) for line in gradebook.read_text().splitlines() if line.strip()]
+    cell_of_count = {cell.get("execution_count"): i for i, cell in enumerate(notebook.cells)
+                     if cell.cell_type == "code"}
+    for verdict in verdicts:  # the checker knows the kernel's execution count; the points sit on the cell
+        verdict["cell"] = cell_of_count.get(verdict.get("execution_count"), -1)
+    return verdicts
+
+
+def grade(submissions: str | Path, out: str | Path, *, expected: dict[str, list[str]] | None = None,
+          timeout: float = 600) -> list[dict]:
+    """Grade `submissions/<student>/<NN_name>.ipynb`; write and return one row per student and exercise.
+
+    `expected` ({notebook name: [exercise names]}) lists the exercises that must appear, so one a
+    student never reached (the notebook stopped earlier) gets a row "not run" with 0 points.
+    """
+    rows = []
+    for student in sorted(p for p in Path(submissions).iterdir() if p.is_dir()):
+        for path in sorted(student.glob("[0-9][0-9]_*.ipynb")):
+            points = _points(nbformat.read(path, as_version=4))
+            seen = set()
+            for verdict in grade_notebook(path, timeout=timeout):
+                worth = points.get(verdict.get("cell", -1), 1.0)
+                seen.add(verdict["exercise"])
+                rows.append(dict(student=student.name, notebook=path.name, exercise=verdict["exercise"],
+                                 status=verdict["status"], points=worth if verdict["status"] == "passed" else 0.0,
+                                 max_points=worth, mistake=verdict.get("mistake") or ""))
+            for name in (expected or {}).get(path.name, []):
+                if name not in seen:
+                    rows.append(dict(student=student.name, notebook=path.name, exercise=name, status="not run",
+                                     points=0.0, max_points=1.0, mistake=""))
+    with open(out, "w", newline="", encoding="utf-8") as file:
+        writer = csv.DictWriter(file, GRADE_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
