@@ -360,6 +360,20 @@ def _explore(args) -> None:
           f"and {out}/expert_load.csv; {time.perf_counter() - start:.0f} s")
 
 
+def _classroom(args) -> None:
+    from grok_mini.teach import classroom
+
+    if args.action == "student":
+        for path in classroom.student_edition(args.source, args.out):
+            print(path)
+        return
+    rows = classroom.grade(args.source, args.out)
+    for student in sorted({r["student"] for r in rows}):
+        mine = [r for r in rows if r["student"] == student]
+        print(f"{student}: {sum(r['points'] for r in mine):g} / {sum(r['max_points'] for r in mine):g} points")
+    print(f"one row per student and exercise in {args.out}")
+
+
 def _figures(args) -> None:
     from grok_mini.teach import figures
 
@@ -442,6 +456,14 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--list", action="store_true", help="list the experiments and what each changes")
     lab.add_argument("--no-progress", action="store_true", help="no progress bar")
     lab.set_defaults(run=_explore)
+
+    room = commands.add_parser("classroom", help="teachers: a student edition of the notebooks, or grade submissions")
+    room.add_argument("action", choices=["student", "grade"],
+                      help="student: write the student edition of SOURCE's notebooks to OUT; grade: grade "
+                           "SOURCE/<student>/NN_*.ipynb into the CSV file OUT")
+    room.add_argument("source", help="the notebooks folder (student) or the submissions folder (grade)")
+    room.add_argument("out", help="the folder for the student edition, or the grades CSV")
+    room.set_defaults(run=_classroom)
 
     figs = commands.add_parser("figures", help="regenerate the PNGs in figures/ from the notebooks' plotting code")
     figs.add_argument("--out", help="output folder (default: figures/ of this checkout)")

@@ -102,7 +102,8 @@ def test_checker_reports_an_untouched_stub_without_raising(name, capsys):
     checker, _ = CHECKS[name]
     assert checker(stub) is False
     out = capsys.readouterr().out
-    assert out.startswith(f"· {name}: not attempted yet") and "Hint:" in out
+    # Nothing more before an attempt: no hint, no code (the stored notebook must not give the answer).
+    assert out == f"· {name}: not attempted yet. Replace `raise NotImplementedError` in your function.\n"
 
 
 def _untied_count(config):
@@ -402,3 +403,45 @@ def test_reference_attention_matches_the_package_attention():
     plain = attention.reference_attention(q, k, v, mask).reshape(2, 6, -1)  # [B, T, H·D]
     expected = plain @ np.asarray(module.linear.kernel(), np.float64)
     np.testing.assert_allclose(np.asarray(ours), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_hints_come_only_after_wrong_attempts_and_grow(monkeypatch):
+    from grok_mini.teach import exercises
+
+    monkeypatch.setattr(exercises, "_attempts", {})
+    checker, _ = CHECKS["rms_norm"]
+    messages = []
+    for _ in range(2):
+        with pytest.raises(ExerciseFailed) as error:
+            checker(_rms_plus_one)
+        messages.append(str(error.value))
+    assert "Hint (after" not in messages[0] and "a second wrong attempt adds a general hint" in messages[0]
+    assert "Hint (after 2 wrong attempts)" in messages[1]
+
+
+def test_the_package_function_itself_is_refused_kindly(capsys):
+    import functools
+
+    from grok_mini import moe
+    from grok_mini.layers import rotary_embedding
+
+    assert CHECKS["apply_rope"][0](rotary_embedding) is False
+    assert "package's own `grok_mini.layers.rotary_embedding`" in capsys.readouterr().out
+    assert CHECKS["top2_route"][0](functools.partial(moe.route, num_selected=2)) is False
+    assert "package's own `grok_mini.moe.route`" in capsys.readouterr().out
+
+
+def test_verdicts_reach_the_gradebook(tmp_path, monkeypatch):
+    import json
+
+    from grok_mini.teach import exercises
+
+    gradebook = tmp_path / "gradebook.jsonl"
+    monkeypatch.setenv(exercises.GRADEBOOK_VARIABLE, str(gradebook))
+    monkeypatch.setattr(exercises, "_attempts", {})
+    CHECKS["rms_norm"][0](CHECKS["rms_norm"][1])
+    with pytest.raises(ExerciseFailed):
+        CHECKS["rms_norm"][0](_rms_plus_one)
+    verdicts = [json.loads(line) for line in gradebook.read_text().splitlines()]
+    assert [(v["exercise"], v["status"]) for v in verdicts] == [("rms_norm", "passed"), ("rms_norm", "failed")]
+    assert verdicts[1]["mistake"]  # the recognised mistake is named

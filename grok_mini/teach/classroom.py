@@ -28,9 +28,10 @@ from pathlib import Path
 
 import nbformat
 
+from grok_mini.teach.exercises import GRADEBOOK_VARIABLE
+
 __all__ = ["student_edition", "grade", "GRADEBOOK_VARIABLE", "STUB"]
 
-GRADEBOOK_VARIABLE = "GROK_MINI_GRADEBOOK"
 STUB = "raise NotImplementedError  # your code here"
 _SOLUTION = re.compile(r"^([ \t]*)### BEGIN SOLUTION\n.*?^[ \t]*### END SOLUTION[ \t]*$", re.S | re.M)
 GRADE_COLUMNS = ("student", "notebook", "exercise", "status", "points", "max_points", "mistake")
@@ -69,12 +70,17 @@ def _points(notebook) -> dict[int, float]:
 
 
 def grade_notebook(path: str | Path, *, timeout: float = 600) -> list[dict]:
-    """Execute one completed notebook and return its verdicts: one dict per exercise checked."""
+    """Execute one completed notebook cell by cell and return its verdicts, each with its cell's index.
+
+    A cell that raises (a wrong answer raises ExerciseFailed) does not stop the rest: every
+    exercise is graded on its own.
+    """
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
     path = Path(path)
     notebook = nbformat.read(path, as_version=4)
+    verdicts = []
     with tempfile.TemporaryDirectory() as folder:
         gradebook = Path(folder) / "gradebook.jsonl"
         gradebook.touch()
@@ -83,20 +89,21 @@ def grade_notebook(path: str | Path, *, timeout: float = 600) -> list[dict]:
         try:
             client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
                                     resources={"metadata": {"path": str(path.parent)}})
-            try:
-                client.execute()
-            except CellExecutionError:
-                pass  # a wrong answer raises in its cell; the verdicts written so far still count
+            with client.setup_kernel():
+                for index, cell in enumerate(notebook.cells):
+                    if cell.cell_type != "code":
+                        continue
+                    try:
+                        client.execute_cell(cell, index)
+                    except CellExecutionError:
+                        pass  # the verdict it wrote still counts
+                    lines = gradebook.read_text().splitlines()
+                    verdicts += [dict(json.loads(line), cell=index) for line in lines[len(verdicts):] if line.strip()]
         finally:
             if previous is None:
                 os.environ.pop(GRADEBOOK_VARIABLE, None)
             else:
                 os.environ[GRADEBOOK_VARIABLE] = previous
-        verdicts = [json.loads(line) for line in gradebook.read_text().splitlines() if line.strip()]
-    cell_of_count = {cell.get("execution_count"): i for i, cell in enumerate(notebook.cells)
-                     if cell.cell_type == "code"}
-    for verdict in verdicts:  # the checker knows the kernel's execution count; the points sit on the cell
-        verdict["cell"] = cell_of_count.get(verdict.get("execution_count"), -1)
     return verdicts
 
 

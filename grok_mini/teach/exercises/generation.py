@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from grok_mini.generate import filter_logits
-from grok_mini.teach.exercises import ExerciseFailed, call, run_check
+from grok_mini.teach.exercises import ExerciseFailed, _failed, call, run_check
 
 __all__ = ["check_top_k_filter", "check_nucleus_filter", "reference_filter"]
 
@@ -43,8 +43,7 @@ def _compare(got, expected: np.ndarray, what: str, mistakes) -> None:
         return
     for wrong_kept, hint in mistakes:
         if np.array_equal(kept_got, wrong_kept):
-            raise ExerciseFailed(f"{what}: kept {int(kept_got.sum())} tokens, expected {int(kept.sum())}."
-                                 f"\nHint: {hint}")
+            raise _failed(f"{what}: kept {int(kept_got.sum())} tokens, expected {int(kept.sum())}.", hint)
     if np.array_equal(kept, kept_got):
         raise ExerciseFailed(f"{what}: the right tokens are kept, but their logits changed; return the kept logits "
                              "unchanged (no softmax, no renormalising: sampling does that) and -inf elsewhere.")

@@ -69,5 +69,6 @@ def check_dequantize_blocks(dequantize_blocks) -> bool:
                          f"[{blocks}, {size_out}])", rtol=1e-6, atol=1e-7, mistakes=mistakes)
         return "1, 4 and 8 blocks, equal to quant.dequantize"
 
-    return run_check("dequantize_blocks", check, hint="rows = weight.shape[0] // scales.shape[0]; "
+    return run_check("dequantize_blocks", check, answer=dequantize_blocks, refuse=(dequantize,),
+                     hint="rows = weight.shape[0] // scales.shape[0]; "
                      "weight.astype(float32) * np.repeat(scales, rows, axis=0).")

@@ -67,5 +67,6 @@ def check_rope(apply_rope) -> bool:
                      rtol=1e-4, atol=1e-5, mistakes=mistakes)
         return "half-split rotation matches layers.rotary_embedding, including offset positions"
 
-    return run_check("apply_rope", check, hint="angles = positions[..., None] * frequencies, tiled twice to D; "
+    return run_check("apply_rope", check, answer=apply_rope, refuse=(rotary_embedding,),
+                     hint="angles = positions[..., None] * frequencies, tiled twice to D; "
                      "out = x·cos + concat(−x[..., D/2:], x[..., :D/2])·sin (broadcast over heads).")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from grok_mini import moe, train
 from grok_mini.teach.exercises import ExerciseFailed, call, expect_close, run_check
 
 __all__ = ["check_top2_route", "check_balance_loss", "reference_top2_route", "reference_balance_loss"]
@@ -65,7 +66,8 @@ def check_top2_route(top2_route) -> bool:
             expect_close(gates, want_gates, what=f"gates (trial {trial})", rtol=1e-5, atol=1e-6, mistakes=mistakes)
         return "3 × 12 tokens: the right experts in order, gates = softmax over all 8, not renormalised"
 
-    return run_check("top2_route", check, hint="probs = jax.nn.softmax(logits.astype(float32)); "
+    return run_check("top2_route", check, answer=top2_route, refuse=(moe.route,),
+                     hint="probs = jax.nn.softmax(logits.astype(float32)); "
                      "gates, ids = jax.lax.top_k(probs, 2).")
 
 
@@ -115,5 +117,6 @@ def check_balance_loss(balance_loss) -> bool:
                          rtol=1e-4, atol=1e-6, mistakes=mistakes)
         return "random, skewed and collapsed routing, top-1 and top-2"
 
-    return run_check("balance_loss", check, hint="f = bincount(top-k ids) / (N·k); P = softmax(logits).mean(0); "
+    return run_check("balance_loss", check, answer=balance_loss, refuse=(train.balance_loss,),
+                     hint="f = bincount(top-k ids) / (N·k); P = softmax(logits).mean(0); "
                      "loss = E · sum(f · P).")
