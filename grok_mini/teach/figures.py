@@ -358,26 +358,23 @@ def _load_evolution():
 @figure("08_cache_fill", "KV-cache slots in use after the prefill of two right-padded prompts and after each "
         "decode step: each row continues from its own length.")
 def _cache_fill():
-    import dataclasses
-
     import jax.numpy as jnp
     import numpy as np
     from flax import nnx
 
-    from grok_mini.generate import pad_prompts
+    from grok_mini.generate import Sampler, decode_step, pad_prompts, prefill
 
     model = _toy_model(num_layers=2)
     tokenizer = _toy_tokenizer_and_text()[0]
     prompts = [tokenizer.encode("The if statement"), tokenizer.encode("Assignment statements are used to")]
     padded, lengths = pad_prompts(prompts, pad_token=model.config.pad_token, vocab_size=model.config.vocab_size)
-    run = nnx.jit(lambda model, tokens, cache: model.extend(tokens, cache))
-    logits, cache = run(model, jnp.asarray(padded), model.init_cache(2, int(lengths.max()) + 8))  # prefill
-    cache = [dataclasses.replace(layer, step=jnp.asarray(lengths)) for layer in cache]
-    token = jnp.argmax(logits[jnp.arange(2), lengths - 1], axis=-1)
+    graphdef, state = nnx.split(model)  # the one inference path `generate` runs, greedy
+    greedy = Sampler.argmax(2)
+    token, cache = prefill(graphdef, state, jnp.asarray(padded), jnp.asarray(lengths),
+                           model.init_cache(2, int(lengths.max()) + 8), greedy)
     masks = [np.asarray(cache[0].key_mask)]
-    for _ in range(7):
-        logits, cache = run(model, token[:, None], cache)
-        token = jnp.argmax(logits[:, -1], axis=-1)
+    for step in range(1, 8):
+        token, cache = decode_step(graphdef, state, token, cache, greedy, step)
         masks.append(np.asarray(cache[0].key_mask))
     return generation.plot_cache_fill(np.stack(masks), lengths)
 
