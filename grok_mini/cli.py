@@ -177,7 +177,7 @@ def _demo(args) -> None:
     with open(out / "samples.txt", "w", encoding="utf-8") as file:
         for title, texts in (("before training", before), (f"after {trainer.step} steps", after)):
             file.write(f"# {title}\n\n" + "\n\n".join(texts) + "\n\n")
-    print(f"\nwrote {', '.join(str(p) for p in plots)}, {out / 'samples.txt'} and the checkpoint "
+    print(f"\nwrote {', '.join(str(p) for p in [*plots, out / 'samples.txt'])} and the checkpoint "
           f"{out / 'checkpoints' / str(trainer.step)}")
     print(f"wall time {time.perf_counter() - start:.0f} s; training ran at {trainer.tokens_per_second:,.0f} "
           "tokens/s (compilation excluded)")

@@ -108,9 +108,16 @@ def test_the_core_imports_no_plotting_and_no_teaching_code(module):
     assert not bad, f"{name} imports {sorted(bad)}"
 
 
-def test_load_run_and_generate_without_matplotlib(tmp_path):
-    """In a process where importing matplotlib fails, the package loads a checkpoint and generates."""
-    code = f"""
+@pytest.mark.parametrize("module", ["train", "explore"])
+def test_training_imports_no_plotting(module):
+    """The run plots live in grok_mini.teach.training; the trainer and the sweeps work without them."""
+    bad = {i for i in imports_of(f"grok_mini.{module}") if i.split(".")[0] == "matplotlib"
+           or i.startswith("grok_mini.teach")}
+    assert not bad, f"grok_mini.{module} imports {sorted(bad)}"
+
+
+# Importing matplotlib fails in the subprocesses below, as it would where only the core is installed.
+NO_MATPLOTLIB = """
 import importlib.abc, sys
 
 class NoPlots(importlib.abc.MetaPathFinder):
@@ -119,6 +126,38 @@ class NoPlots(importlib.abc.MetaPathFinder):
             raise ImportError("matplotlib is not available here")
 
 sys.meta_path.insert(0, NoPlots())
+"""
+
+
+def _run_without_matplotlib(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", NO_MATPLOTLIB + code], capture_output=True, text=True,
+                          timeout=300, cwd=PACKAGE.parent, env={"JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"})
+
+
+def test_demo_without_matplotlib_trains_prints_and_names_the_extra(tmp_path):
+    """`grok-mini demo` with the core alone: it trains and samples, and one line says how to get the plots."""
+    code = f"""
+from tests.test_train import cli_inputs
+from pathlib import Path
+from grok_mini.cli import main
+
+config_file, corpus, fast = cli_inputs(Path({str(tmp_path)!r}))
+out = Path({str(tmp_path)!r}) / "demo"
+assert main(["demo", "--config", str(config_file), "--corpus", str(corpus), "--out", str(out), *fast,
+             "--max-new-tokens", "4", "--no-progress"]) == 0
+assert (out / "samples.txt").exists() and not (out / "loss.png").exists()
+assert "matplotlib" not in sys.modules
+"""
+    result = _run_without_matplotlib(code)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "samples after training" in result.stdout and "held-out loss:" in result.stdout
+    hints = [line for line in result.stdout.splitlines() if "grok-mini[teach]" in line]
+    assert len(hints) == 1 and "matplotlib" in hints[0], result.stdout
+
+
+def test_load_run_and_generate_without_matplotlib(tmp_path):
+    """In a process where importing matplotlib fails, the package loads a checkpoint and generates."""
+    code = f"""
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -132,7 +171,6 @@ tokens = np.array([[1, 2, 3, 4]])
 print("logits", loaded(tokens).shape, "ids", grok_mini.generate(loaded, tokens[0], 3).tolist())
 assert "matplotlib" not in sys.modules
 """
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                            cwd=PACKAGE.parent, env={"JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"})
+    result = _run_without_matplotlib(code)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "logits (1, 4, 97) ids [" in result.stdout

@@ -20,36 +20,33 @@ def jitted_forward():
     return nnx.jit(lambda model, tokens: model(tokens))
 
 
-def record_attention(model, tokens) -> np.ndarray:
-    """Attention weights of every layer for `tokens` [B, T]: [L, B, KV, G, T, S] (query head = kv·G + g).
-
-    Records with `grok_mini.recording`, which takes the recordings out of the model again.
-    """
+def _record_per_layer(model, tokens, path: tuple[str, ...], **switches) -> np.ndarray:
+    """One forward pass inside `grok_mini.recording(model, **switches)`; the recording at `path`, stacked
+    over the layers as float32. `recording` takes the recordings out of the model again."""
     import jax.numpy as jnp
 
     from grok_mini.model import recording
 
-    with recording(model, attention=True) as recorded:
+    with recording(model, **switches) as recorded:
         jitted_forward()(model, jnp.asarray(tokens))
     layers = recorded.state["decoder_layers"]
-    return np.stack([np.asarray(layers[i]["multi_head_attention"]["attention_weights"][...], np.float32)
-                     for i in range(len(model.decoder_layers))])
+
+    def at(node):
+        for key in path:
+            node = node[key]
+        return np.asarray(node[...], np.float32)
+
+    return np.stack([at(layers[i]) for i in range(len(model.decoder_layers))])
+
+
+def record_attention(model, tokens) -> np.ndarray:
+    """Attention weights of every layer for `tokens` [B, T]: [L, B, KV, G, T, S] (query head = kv·G + g)."""
+    return _record_per_layer(model, tokens, ("multi_head_attention", "attention_weights"), attention=True)
 
 
 def record_router_logits(model, tokens) -> np.ndarray:
-    """Router logits of every MoE layer for `tokens` [B, T]: [L, B, T, E] float32.
-
-    Records with `grok_mini.recording`, which takes the recordings out of the model again.
-    """
-    import jax.numpy as jnp
-
-    from grok_mini.model import recording
-
-    with recording(model, router=True) as recorded:
-        jitted_forward()(model, jnp.asarray(tokens))
-    layers = recorded.state["decoder_layers"]
-    return np.stack([np.asarray(layers[i]["moe"]["router_logits"][...], np.float32)
-                     for i in range(len(model.decoder_layers))])
+    """Router logits of every MoE layer for `tokens` [B, T]: [L, B, T, E] float32."""
+    return _record_per_layer(model, tokens, ("moe", "router_logits"), router=True)
 
 
 def forward_statistics(model, tokens) -> dict[str, np.ndarray]:
