@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,8 +19,21 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
+from tests.conftest import FIXTURE
+
 ROOT = Path(__file__).resolve().parents[2]
 MiB = 1 << 20
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    """A writable copy of the official fixture checkpoint."""
+    shutil.copytree(FIXTURE / "ckpt-0", tmp_path / "ckpt-0")
+    for path in (tmp_path / "ckpt-0").iterdir():
+        path.chmod(0o644)
+    return tmp_path
 
 
 @dataclasses.dataclass

@@ -26,15 +26,6 @@ class Evil:
         return self.function, self.args
 
 
-@pytest.fixture
-def checkpoint(tmp_path):
-    """A writable copy of the official fixture checkpoint."""
-    shutil.copytree(FIXTURE / "ckpt-0", tmp_path / "ckpt-0")
-    for path in (tmp_path / "ckpt-0").iterdir():
-        path.chmod(0o644)
-    return tmp_path
-
-
 @pytest.mark.parametrize("make_payload, global_name", [
     (lambda marker: Evil(os.system, f"touch {marker}"), "posix.system"),
     (lambda marker: Evil(eval, f"open({str(marker)!r}, 'w').close()"), "builtins.eval"),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -61,15 +60,6 @@ def crafted(value) -> bytes:
 POINTERS = Array((8,), Dtype("O8", (3, "|", None, None, None, -1, -1, 0)), b"\x41" * 64)  # flags 0: no list pickle
 # A structured dtype: one float32 field at offset 1 << 20, far outside the 8-byte buffer it describes.
 OUTSIDE = Array((2,), Dtype("V4", (3, "|", None, ("x",), {"x": (np.dtype("f4"), 1 << 20)}, 4, 1, 16)), b"\0" * 8)
-
-
-@pytest.fixture
-def checkpoint(tmp_path):
-    """A writable copy of the official fixture checkpoint."""
-    shutil.copytree(FIXTURE / "ckpt-0", tmp_path / "ckpt-0")
-    for path in (tmp_path / "ckpt-0").iterdir():
-        path.chmod(0o644)
-    return tmp_path
 
 
 def tree_digest(folder) -> dict[str, str]:
