@@ -11,8 +11,8 @@ skips tiles that belong to no expert.
 tiles[i] · dequantize(w[tile_expert[i]], scales[tile_expert[i]]), and zeros where
 tile_expert[i] ≥ E (spare tiles). An int4 w (uint8 [E, in/2, out], quant.pack_int4) is read packed,
 half the bytes of int8: each byte's two nibbles are unpacked in registers into rows r and r + G/2 of
-its group, and multiplied by the two matching slices of the tile's rows. It runs with Pallas's Triton lowering on a GPU and in Pallas's
-interpreter elsewhere (slow; that is how the tests check it on a CPU). Its gradient is the plain
+its group, and multiplied by the two matching slices of the tile's rows. It runs with Pallas's
+Triton lowering on a GPU and in Pallas's interpreter elsewhere (slow; that is how the tests check it on a CPU). Its gradient is the plain
 XLA formulation's (`expert_tiles_matmul_reference`).
 
 jax 0.11 marks Pallas's Triton lowering deprecated (Mosaic GPU is its successor): a port would keep
@@ -61,7 +61,8 @@ def use_kernel(scales: jax.Array | None) -> bool:
 def expert_tiles_matmul_reference(tiles: jax.Array, tile_expert: jax.Array, w: jax.Array, scales: jax.Array,
                                   dtype=jnp.bfloat16) -> jax.Array:
     """The kernel's function in plain XLA: tiles [T, t, in], tile_expert [T], w [E, in, out] int8 (or
-    uint8 [E, in/2, out], int4), scales [E, blocks, out] → [T, t, out] in dtype (zeros for tiles with tile_expert ≥ E)."""
+    uint8 [E, in/2, out], int4), scales [E, blocks, out] → [T, t, out] in dtype (zeros for tiles with
+    tile_expert ≥ E)."""
     num_experts = w.shape[0]
 
     def one_tile(rows, expert):
@@ -198,7 +199,8 @@ def expert_tiles_matmul(tiles: jax.Array, tile_expert: jax.Array, w: jax.Array, 
     """tiles [T, t, in] · the int8 (or packed int4) matrix of each tile's expert → [T, t, out] in dtype.
 
     tile_expert [T] int (≥ E: a spare tile, output zeros), w [E, in, out] int8 or uint8 [E, in/2, out]
-    (int4, quant.pack_int4), scales [E, blocks, out]. interpret=None runs the Triton kernel on a GPU and the interpreter elsewhere.
+    (int4, quant.pack_int4), scales [E, blocks, out]. interpret=None runs the Triton kernel on a GPU
+    and the interpreter elsewhere.
     """
     shape = _fit(shape or KernelShape(), *tiles.shape[:2], *w.shape[-2:], scales.shape[-2])
     if interpret is None:
