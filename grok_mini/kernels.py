@@ -12,8 +12,8 @@ tiles[i] · dequantize(w[tile_expert[i]], scales[tile_expert[i]]), and zeros whe
 tile_expert[i] ≥ E (spare tiles). An int4 w (uint8 [E, in/2, out], quant.pack_int4) is read packed,
 half the bytes of int8: each byte's two nibbles are unpacked in registers into rows r and r + G/2 of
 its group, and multiplied by the two matching slices of the tile's rows. It runs with Pallas's
-Triton lowering on a GPU and in Pallas's interpreter elsewhere (slow; that is how the tests check it on a CPU). Its gradient is the plain
-XLA formulation's (`expert_tiles_matmul_reference`).
+Triton lowering on a GPU and in Pallas's interpreter elsewhere (slow; that is how the tests check
+it on a CPU). Its gradient is the plain XLA formulation's (`expert_tiles_matmul_reference`).
 
 jax 0.11 marks Pallas's Triton lowering deprecated (Mosaic GPU is its successor): a port would keep
 this function's contract, which tests/test_kernels.py pins down.
