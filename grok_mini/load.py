@@ -28,11 +28,12 @@ from grok_mini import checkpoint, hf
 from grok_mini.config import GrokConfig
 from grok_mini.memory import require_memory
 from grok_mini.model import Grok
-from grok_mini.quant import Int4, QuantizedWeight8bit, requantize_int4
+from grok_mini.params import param_row
+from grok_mini.quant import Int4, QuantizedWeight8bit, quantize, requantize_int4
 from grok_mini.sharding import check_mesh, param_sharding
 
 __all__ = ["load_checkpoint", "load_hf", "shard_model", "place", "array_slices", "dequantized_slices",
-           "requantized_int4"]
+           "requantized_int4", "quantize_model", "stored_format"]
 
 ReadSlice = Callable[[tuple], np.ndarray]  # index (a tuple of slices) → that part of the parameter, on the host
 
@@ -215,4 +216,37 @@ def shard_model(model: Grok, mesh: Mesh) -> Grok:
     for path, variable in params:
         value = variable.get_value()
         flat[path].set_value(jax.device_put(value, param_sharding(path, value.shape, mesh)))
+    return nnx.merge(graphdef, nnx.from_flat_state(flat))
+
+
+def quantize_model(model: Grok, quantized: bool | Int4 = True) -> Grok:
+    """A float model with its matrices quantised as a release user would have them: int8 by the
+    release's recipe (quant.quantize, the release's blocks from params.py), then, for an Int4, the
+    expert matrices (and attention if asked) re-quantised from that int8. Embedding, norms and router
+    are kept as they are (float32). For a trained toy or run; the model's MoE options are kept."""
+    moe = model.decoder_layers[0].moe
+    param_dtype = quantized if isinstance(quantized, Int4) else jnp.int8
+    abstract = Grok.abstract(model.config, dtype=model.dtype, param_dtype=param_dtype, mesh=model.mesh,
+                             dispatch=moe.dispatch, capacity_factor=moe.capacity_factor, tile_rows=moe.tile_rows,
+                             int8_kernel=moe.int8_kernel)
+    graphdef, state = nnx.split(abstract)
+    flat = dict(nnx.to_flat_state(state))
+
+    def put(path, value):
+        value = np.asarray(value, flat[path].get_value().dtype)
+        flat[path].set_value(jnp.asarray(value) if model.mesh is None
+                             else jax.device_put(value, param_sharding(path, value.shape, model.mesh)))
+
+    for path, variable in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+        value = np.asarray(variable.get_value(), np.float32)
+        scales_path = (*path[:-1], "scales")
+        if scales_path not in flat:  # embedding, norms, router
+            put(path, value)
+            continue
+        int8 = quantize(value, param_row(path).blocks)
+        weight, scales = int8.weight, int8.scales
+        if flat[path].get_value().dtype == jnp.uint8:
+            weight, scales = requantize_int4(weight, scales, quantized.group_size)
+        put(path, weight)
+        put(scales_path, scales)
     return nnx.merge(graphdef, nnx.from_flat_state(flat))

@@ -17,6 +17,8 @@ import jax
 import ml_dtypes
 import numpy as np
 
+from grok_mini.config import int4_group
+
 __all__ = ["QuantizedWeight8bit", "quantize", "dequantize", "Int4", "int4_group", "pack_int4", "unpack_int4",
            "quantize_int4", "dequantize_int4", "requantize_int4"]
 
@@ -68,16 +70,6 @@ class Int4:
 
     group_size: int = 64
     attention: bool = False
-
-
-def int4_group(size_in: int, group_size: int) -> int:
-    """Rows per int4 group: the largest even divisor of size_in that is at most group_size (Grok-1's 6144
-    and 32768 take 64 or 128 exactly; the toy's FFN width 176 takes 44 for 64 and 88 for 128)."""
-    group = next((g for g in range(min(group_size, size_in), 1, -1) if size_in % g == 0 and g % 2 == 0), None)
-    if group is None:
-        raise ValueError(f"int4 needs an even number of input rows in a group; {size_in} rows have no even divisor "
-                         f"≤ {group_size}")
-    return group
 
 
 def pack_int4(q):
