@@ -99,7 +99,9 @@ def test_static_figure_states_the_selection(rec):
     figure = explorer.static_figure(rec, 1, 2, name="trained toy")
     assert len(figure.axes) >= 3
     title = figure.get_suptitle()
-    assert title.startswith("trained toy: in layer 1") and "head 2 puts 0 weight on later tokens" in title
+    assert title.startswith("trained toy: in layer 1") and "head 2 gives the previous token" in title
+    previous = np.diagonal(explorer.head_attention(rec, 1, 2), -1).mean()
+    assert f"{previous:.0%} of its attention" in title
 
 
 def test_empty_text_is_refused(toy):

@@ -139,8 +139,10 @@ def _draw(rec: Recorded, layer: int, head: int, name: str) -> Figure:
     ax_route.set_title("expert:gate per token and layer", fontsize=10)
 
     image = ax_load.imshow(load, cmap="RdBu_r", vmin=0, vmax=2 / rec.num_experts, aspect="auto")
+    fair = 1 / rec.num_experts
     for (i, j), value in np.ndenumerate(load):
-        ax_load.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7)
+        ax_load.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                     color="white" if abs(value - fair) > 0.6 * fair else "black")
     ax_load.set_xticks(range(rec.num_experts))
     ax_load.set_yticks(range(num_layers))
     ax_load.set(xlabel="expert", ylabel="layer")
@@ -156,9 +158,10 @@ def _draw(rec: Recorded, layer: int, head: int, name: str) -> Figure:
     ax_att.set_title(f"layer {layer}, head {head}: attention", fontsize=10)
 
     busiest = int(load[layer].argmax())
-    ahead = float(np.triu(attention, 1).sum())  # weight on later tokens: 0 for a causal model
+    previous = float(np.diagonal(attention, -1).mean()) if t > 1 else 0.0  # query t's weight on key t − 1
     fig.suptitle(f"{name + ': ' if name else ''}in layer {layer} expert {busiest} takes {load[layer, busiest]:.0%} of "
-                 f"the top-{k} choices; head {head} puts {ahead:.0f} weight on later tokens", fontweight="bold")
+                 f"the top-{k} choices; head {head} gives the previous token {previous:.0%} of its attention",
+                 fontweight="bold")
     return fig
 
 
