@@ -95,7 +95,8 @@ def test_kernel_int4_equals_dequantised_first(size_in, group, splits):
     tile_expert = jnp.array([2, 0, 2, e, 3])  # a repeated expert, a spare tile, expert 1 unused
     shape = kernels.KernelShape(block_cols=32, block_inner=32, splits=splits)
     got = kernels.expert_tiles_matmul(tiles, tile_expert, packed, scales, jnp.float32, shape=shape)
-    matrices = np.concatenate([quant.dequantize_int4(np.asarray(packed), np.asarray(scales)), np.zeros((1, size_in, out))])
+    matrices = quant.dequantize_int4(np.asarray(packed), np.asarray(scales))
+    matrices = np.concatenate([matrices, np.zeros((1, size_in, out))])  # row E: the spare tile's zeros
     want = np.einsum("Tti,Tio->Tto", np.asarray(tiles, np.float64), matrices[np.asarray(tile_expert)])
     assert relative_error(got, want) < 2e-3
     assert not np.any(np.asarray(got[3]))  # the spare tile
@@ -155,6 +156,7 @@ def test_decode_through_the_kernel_equals_the_plain_path(fixture_config):
 @pytest.fixture(scope="module")
 def toy():
     from benchmarks.int4_error import heldout_loss, toy_heldout
+
     from grok_mini.teach import trained_toy
 
     model, tokenizer = trained_toy()
