@@ -65,6 +65,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="also trace 8 decode steps and write device time by kernel to this markdown file")
     parser.add_argument("--compare-scan", action="store_true",
                         help="also time decode with the MoE's GPU decode paths off (int8_kernel=False)")
+    parser.add_argument("--int4", type=int, default=None, metavar="GROUP",
+                        help="then load the same checkpoint with the experts re-quantised to int4 in groups of GROUP "
+                             "input rows (load_checkpoint(quantized=Int4(GROUP))) and time it beside int8")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, 4 simulated devices if no GPU")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
@@ -88,6 +91,7 @@ from flax import nnx  # noqa: E402
 from grok_mini import GrokConfig, load_checkpoint, make_mesh, preset  # noqa: E402
 from grok_mini.checkpoint import CHECKPOINT_DIR, QuantizedWeight8bit, _pickle_release, release_layout  # noqa: E402
 from grok_mini.generate import BUCKET, Sampler, decode_step, prefill, stream  # noqa: E402
+from grok_mini.quant import Int4  # noqa: E402
 from grok_mini.sharding import shard_cache, shard_tokens  # noqa: E402
 
 GB, GiB = 1e9, 2**30
@@ -301,6 +305,34 @@ def device_time_by_kernel(trace_dir: Path, steps: int, top: int = 30) -> str:
     return "\n".join(lines) + "\n"
 
 
+def measure_int4(args, config, mesh, devices, bandwidth, cache_len: int, prompt_len: int, steps: int,
+                 report: Report) -> float | None:
+    """Load the checkpoint again with int4 experts (re-quantised on the devices) and time decode: seconds/token."""
+    quantized = Int4(args.int4)
+    start = time.perf_counter()
+    options = {"dispatch": args.dispatch} if args.dispatch else {}
+    model = load_checkpoint(args.dir, config, dtype=jnp.bfloat16, quantized=quantized, mesh=mesh, **options)
+    jax.block_until_ready(nnx.state(model))
+    report.add(f"load, int4 experts (groups of {args.int4})", f"{time.perf_counter() - start:,.1f} s",
+               "int8 slices placed, then re-quantised on the devices")
+    in_use = [device_memory(d).get("bytes_in_use") for d in devices]
+    if all(in_use):
+        report.add("memory per device after int4 load", f"{gb(min(in_use))} – {gb(max(in_use))}")
+    read = measure.decode_bytes(model, shard_cache(model.init_cache(args.batch, cache_len), mesh))
+    report.add("int4: weights on device 0", gb(read.weights), f"a token uses {gb(read.token_weights)} of them; "
+               f"config.weight_bytes('int4') {gb(config.weight_bytes('int4', group_size=args.int4))} in all")
+    try:
+        timing = run_model(model, mesh, config, args.batch, prompt_len, steps, cache_len, report, args.seed)
+    except Exception as error:
+        report.note(f"int4 prefill/decode failed: {type(error).__name__}: {str(error).splitlines()[0][:300]}")
+        return None
+    decode_s = timing["decode_s"]
+    report.add("decode, int4 experts", f"{decode_s * 1e3:,.2f} ms/token",
+               f"{measure.times_bound(decode_s, read.token_read, bandwidth):,.2f}× the bound for the weights a token "
+               f"uses ({gb(read.token_read)} / {bandwidth.bytes_per_second / GB:,.1f} GB/s)")
+    return decode_s
+
+
 # ---- main -------------------------------------------------------------------------------------------
 
 def main(args: argparse.Namespace) -> None:
@@ -422,6 +454,13 @@ def main(args: argparse.Namespace) -> None:
         report.add("decode, MoE by the tiles' scan (int8_kernel=False)", f"{scan_s * 1e3:,.2f} ms/token",
                    f"{measure.times_bound(scan_s, read.token_read, bandwidth):,.2f}× the bound for the weights a "
                    f"token uses; the default takes {decode_s / scan_s:,.2f}× this time")
+    if args.int4:
+        del model
+        gc.collect()
+        int4_decode_s = measure_int4(args, config, mesh, devices, bandwidth, cache_len, prompt_len, steps, report)
+        if int4_decode_s:
+            report.add("decode int4 ÷ int8", f"{int4_decode_s / decode_s:,.2f}×", "same run, same checkpoint, "
+                       "same prompt; generate.decode_step back to back")
     if not args.smoke and layers < 64:
         report.note(f"64 layers on the same GPUs would scale decode to about {decode_ms * 64 / layers:,.0f} ms/token "
                     "(linear in layers; the embedding's share is small), if they fit.")

@@ -33,6 +33,8 @@ def info_table(config: GrokConfig, name: str = "") -> str:
         ("memory", ""),
         ("weights bf16", _gib(config.weight_bytes("bf16"))),
         ("weights int8 (release format)", _gib(config.weight_bytes("int8"))),
+        ("weights int4 (experts, groups of 64)", _gib(config.weight_bytes("int4"))),
+        *_per_gpu_rows(config),
         ("KV cache per token (bf16)", f"{config.kv_cache_bytes_per_token() / 2**10:,.0f} KiB"),
         (f"KV cache at {config.sequence_len:,} tokens", _gib(config.kv_cache_bytes_per_token() * config.sequence_len)),
     ]
@@ -41,6 +43,21 @@ def info_table(config: GrokConfig, name: str = "") -> str:
     for key, value in rows:
         lines.append(f"{key}" if not value else f"{key:<{width}}{value:>22}")
     return "\n".join(lines)
+
+
+def _per_gpu_rows(config: GrokConfig, tokens: int = 8192) -> list[tuple[str, str]]:
+    """Weights + one `tokens`-token KV cache per GPU, all GPUs on the model axis (the router and norms,
+    float32, are copied to every GPU; everything else, the KV cache too, is split)."""
+    counts = config.param_counts()
+    copied = 4 * (counts["router"] + counts["norms"])
+    cache = config.kv_cache_bytes_per_token() * tokens
+    rows = [(f"per GPU, + {tokens:,}-token KV cache", "int8 / int4")]
+    for gpus in (1, 2, 4, 8):
+        if config.num_kv_heads % gpus or config.emb_size % gpus or config.ffn_size % gpus:
+            continue
+        per = [(config.weight_bytes(fmt) - copied + cache) / gpus + copied for fmt in ("int8", "int4")]
+        rows.append((f"  {gpus} GPU{'s' if gpus > 1 else ''}", " / ".join(_gib(n) for n in per)))
+    return rows
 
 
 def _info(args) -> None:
@@ -226,14 +243,23 @@ def _load_for_generation(args):
         raise ValueError("give the checkpoint folder once: `grok-mini generate DIR ...` or `--checkpoint DIR`")
     path = Path(args.checkpoint or args.checkpoint_option)
     dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, None: None}[args.dtype]
+    if args.int8 and args.int4:
+        raise ValueError("give --int8 or --int4, not both")
     if (path / "checkpoints").is_dir():  # a grok-mini training run
         from grok_mini.train import load_trained_model
 
         tokenizer = load_tokenizer(args.tokenizer or path / "tokenizer.model") if args.ids is None else None
-        return load_trained_model(path, dtype=dtype or jnp.float32), tokenizer  # the tokenizer first: it is quick
+        model = load_trained_model(path, dtype=dtype or jnp.float32)  # the tokenizer first: it is quick
+        if args.int8 or args.int4:  # as a release user would have it: int8 by the release's recipe, int4 from that
+            from grok_mini.load import quantize_model
+            from grok_mini.quant import Int4
+
+            model = quantize_model(model, Int4(args.group_size) if args.int4 else True)
+        return model, tokenizer
     if (path / "ckpt-0").is_dir():  # the release format
         from grok_mini.load import load_checkpoint
         from grok_mini.memory import require_memory
+        from grok_mini.quant import Int4
 
         config = _model_config(args, default=None)
         if config is None and (path / "config.json").exists():  # exists, not is_file: a FIFO is refused, not skipped
@@ -242,14 +268,16 @@ def _load_for_generation(args):
             raise ConfigError(f"{path}: a release checkpoint needs --preset (e.g. grok-1) or --config JSON")
         dtype = dtype or jnp.bfloat16
         mesh = _mesh(args.mesh, config)
-        weights = config.weight_bytes("int8" if args.int8 else "fp32" if dtype == jnp.float32 else "bf16")
+        fmt = "int8" if args.int8 else "int4" if args.int4 else "fp32" if dtype == jnp.float32 else "bf16"
+        weights = config.weight_bytes(fmt, group_size=args.group_size)
         require_memory(weights, f"{path}: the model ({config.num_params:,} parameters)",
                        None if mesh is None else mesh.devices.flat)  # before minutes of loading
         tokenizer = None  # before the model: a bad tokenizer should not cost minutes of loading
         if args.ids is None:
             local = args.tokenizer or (path / "tokenizer.model" if (path / "tokenizer.model").exists() else None)
             tokenizer = load_tokenizer(local) if local else load_grok1_tokenizer()
-        return load_checkpoint(path, config, dtype=dtype, quantized=args.int8, mesh=mesh), tokenizer
+        quantized = Int4(args.group_size) if args.int4 else args.int8
+        return load_checkpoint(path, config, dtype=dtype, quantized=quantized, mesh=mesh), tokenizer
     raise OSError(f"{path}: neither a training run (checkpoints/) nor a release checkpoint (ckpt-0/)")
 
 
@@ -437,7 +465,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--config", help="release checkpoints: a GrokConfig JSON file")
     gen.add_argument("--dtype", choices=["float32", "bfloat16"],
                      help="activations (default: float32 for a training run, bfloat16 for a release checkpoint)")
-    gen.add_argument("--int8", action="store_true", help="release checkpoints: keep the matrices int8 in memory")
+    gen.add_argument("--int8", action="store_true", help="keep the matrices int8 in memory (a training run's: "
+                     "quantised by the release's recipe)")
+    gen.add_argument("--int4", action="store_true",
+                     help="re-quantise the expert matrices to int4 (half int8's memory and "
+                          "decode reads; attention stays int8)")
+    gen.add_argument("--group-size", type=_integer(2, 1 << 20), default=64,
+                     help="--int4: input rows sharing one scale (default 64)")
     gen.add_argument("--mesh", default="auto",
                      help="release checkpoints: DATA,EXPERT,MODEL device counts, 'auto' (all devices on the model "
                           "axis when there are several) or 'none' (one device)")

@@ -14,11 +14,21 @@ from typing import ClassVar
 
 from grok_mini.files import read_json
 
-__all__ = ["GrokConfig", "Variant", "NORMS", "ConfigError", "PRESETS", "preset", "RELEASE_BLOCKS"]
+__all__ = ["GrokConfig", "Variant", "NORMS", "ConfigError", "PRESETS", "preset", "RELEASE_BLOCKS", "int4_group"]
 
 # The release quantises its row-parallel matrices (attention `linear`, expert `linear_1`, whose input
 # dimension it splits 8 ways) in 8 blocks of input rows, each with its own scales.
 RELEASE_BLOCKS = 8
+
+
+def int4_group(size_in: int, group_size: int) -> int:
+    """Rows per int4 group (quant.Int4): the largest even divisor of size_in that is at most group_size
+    (Grok-1's 6144 and 32768 take 64 or 128 exactly; the toy's FFN width 176 takes 44 for 64, 88 for 128)."""
+    group = next((g for g in range(min(group_size, size_in), 1, -1) if size_in % g == 0 and g % 2 == 0), None)
+    if group is None:
+        raise ValueError(f"int4 needs an even number of input rows in a group; {size_in} rows have no even divisor "
+                         f"≤ {group_size}")
+    return group
 
 
 class ConfigError(ValueError):
@@ -225,22 +235,31 @@ class GrokConfig:
         per_layer = projections + k * 3 * d * f + d * self.num_experts + 2 * heads * context  # + scores, values
         return 2 * (self.num_layers * per_layer + self.vocab_size * d)
 
-    def weight_bytes(self, fmt: str) -> int:
-        """Bytes of weights: "bf16" (everything bfloat16), "fp32", or "int8" (the release format:
-        int8 matrices with bfloat16 scales; embeddings, norms and router stay float32)."""
+    def weight_bytes(self, fmt: str, *, group_size: int = 64, attention: bool = False) -> int:
+        """Bytes of weights: "bf16" (everything bfloat16), "fp32", "int8" (the release format:
+        int8 matrices with bfloat16 scales; embeddings, norms and router stay float32) or "int4"
+        (quant.Int4: the expert matrices, and the attention ones if `attention`, in int4 with a
+        bfloat16 scale per group of group_size input rows; the rest as int8)."""
         counts = self.param_counts()
         if fmt in ("bf16", "fp32"):
             return self.num_params * (2 if fmt == "bf16" else 4)
-        if fmt != "int8":
-            raise ConfigError(f"weight_bytes: format must be 'bf16', 'fp32' or 'int8', got {fmt!r}")
+        if fmt not in ("int8", "int4"):
+            raise ConfigError(f"weight_bytes: format must be 'bf16', 'fp32', 'int8' or 'int4', got {fmt!r}")
         d, f, e, L = self.emb_size, self.ffn_size, self.num_experts, self.num_layers
         q_out, kv_out = self.num_q_heads * self.key_size, self.num_kv_heads * self.key_size
-        # Scales: one per output column, times 8 input blocks for the row-parallel matrices.
-        b = RELEASE_BLOCKS
-        scales = L * (q_out + 2 * kv_out + b * d + e * (2 * f + b * d))
-        matrices = counts["attention"] + counts["experts"]
+
+        def matrix(size_in, size_out, blocks, packed):
+            if packed:  # int4: two values a byte, a bfloat16 scale per group and output column
+                return size_in * size_out // 2 + 2 * (size_in // int4_group(size_in, group_size)) * size_out
+            return size_in * size_out + 2 * blocks * size_out  # int8, a bfloat16 scale per block and column
+
+        b = RELEASE_BLOCKS  # int8 blocks: 1 for the column-parallel matrices, 8 for the row-parallel ones
+        experts4, attention4 = fmt == "int4", fmt == "int4" and attention
+        per_expert = 2 * matrix(d, f, 1, experts4) + matrix(f, d, b, experts4)
+        per_attention = (matrix(d, q_out, 1, attention4) + 2 * matrix(d, kv_out, 1, attention4)
+                         + matrix(q_out, d, b, attention4))
         float32 = counts["embedding"] + counts["router"] + counts["norms"]
-        return matrices + 2 * scales + 4 * float32
+        return L * (e * per_expert + per_attention) + 4 * float32
 
     def kv_cache_bytes_per_token(self, bytes_per_value: int = 2) -> int:
         """Keys and values of every layer for one token (bfloat16 by default)."""

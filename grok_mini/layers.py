@@ -15,7 +15,7 @@ from einops import rearrange
 from flax import nnx
 
 from grok_mini.config import RELEASE_BLOCKS, GrokConfig
-from grok_mini.quant import dequantize, quantize
+from grok_mini.quant import Int4, dequantize, dequantize_int4, quantize, quantize_int4
 
 __all__ = ["record", "Linear", "matmul", "RMSNorm", "rotary_embedding", "interleaved_rotary_embedding", "KVCache",
            "MultiHeadAttention", "attention_mask"]
@@ -35,13 +35,18 @@ class Linear(nnx.Module):
 
     `w` is named as in the official Haiku checkpoint and multiplied in `dtype`. With
     param_dtype=jnp.int8 it stays int8 in memory beside bfloat16 `scales` [..., blocks, out], as
-    released (see quant.py), and is dequantised block by block inside the matmul.
+    released (see quant.py), and is dequantised block by block inside the matmul. With
+    param_dtype=quant.Int4(group_size) `w` is uint8 [..., in/2, out], two int4 values a byte, beside
+    bfloat16 `scales` [..., in/G, out] (`blocks` is then the group count's business, not the caller's).
     """
 
     def __init__(self, in_features: int, out_features: int, *, experts: int | None = None, blocks: int = 1,
                  dtype=jnp.bfloat16, param_dtype=jnp.float32, rngs: nnx.Rngs):
         shape = (in_features, out_features) if experts is None else (experts, in_features, out_features)
-        if jnp.dtype(param_dtype) == jnp.int8:
+        if isinstance(param_dtype, Int4):
+            packed, scales = quantize_int4(_normal(rngs, shape, in_features, jnp.float32), param_dtype.group_size)
+            self.w, self.scales = nnx.Param(packed), nnx.Param(jnp.asarray(scales))
+        elif jnp.dtype(param_dtype) == jnp.int8:
             q = quantize(_normal(rngs, shape, in_features, jnp.float32), blocks)
             self.w, self.scales = nnx.Param(q.weight), nnx.Param(jnp.asarray(q.scales))
         else:
@@ -49,9 +54,11 @@ class Linear(nnx.Module):
         self.dtype = dtype
 
     def kernel(self) -> jax.Array:
-        """The weight in `dtype`, dequantised first if stored as int8 (the plain reference path)."""
+        """The weight in `dtype`, dequantised first if stored as int8 or int4 (the plain reference path)."""
         if self.scales is None:
             return self.w[...].astype(self.dtype)
+        if self.w.get_value().dtype == jnp.uint8:
+            return dequantize_int4(self.w[...], self.scales[...], self.dtype)
         return dequantize(self.w[...], self.scales[...], self.dtype)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -62,10 +69,15 @@ def matmul(x: jax.Array, w: jax.Array, scales: jax.Array | None, dtype) -> jax.A
     """x [..., in] · w [in, out] in `dtype`; an int8 w (scales [blocks, out]) stays int8 until inside the product.
 
     Shared by Linear and the MoE's per-expert matmuls (moe.py), which pass one expert's w and scales.
+    An int4 w (uint8 [in/2, out], scales [in/G, out]) is unpacked and scaled first, rounded once to
+    dtype (so float32 gives exactly the dequantised product); decode reads it packed in the Pallas
+    kernel instead (kernels.py).
     """
     x = x.astype(dtype)
     if scales is None:
         return jnp.einsum("...i,io->...o", x, w.astype(dtype))
+    if w.dtype == jnp.uint8:  # int4: dozens of groups, too many for the blocked product below
+        return jnp.einsum("...i,io->...o", x, dequantize_int4(w, scales, dtype))
     blocks = scales.shape[-2]
     if blocks == 1:  # one scale per output column: scale the product
         return jnp.einsum("...i,io->...o", x, w.astype(dtype)) * scales[0].astype(dtype)
@@ -165,6 +177,8 @@ class MultiHeadAttention(nnx.Module):
 
     def __init__(self, config: GrokConfig, *, dtype=jnp.bfloat16, param_dtype=jnp.float32, rngs: nnx.Rngs):
         d, k = config.emb_size, config.key_size
+        if isinstance(param_dtype, Int4) and not param_dtype.attention:
+            param_dtype = jnp.int8  # int4 experts beside the release's int8 attention
         linear = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.query = Linear(d, config.num_q_heads * k, **linear)
         self.key = Linear(d, config.num_kv_heads * k, **linear)

@@ -23,7 +23,8 @@ the same function (tests/test_moe.py checks values and gradients):
   ceil(N·k/E · capacity_factor) copies, the rest are dropped (contribute zero) and counted.
 
 Int8 expert weights stay int8: each expert's matmul dequantises block by block inside the product
-(`layers.matmul`), never the whole [E, in, out] stack.
+(`layers.matmul`), never the whole [E, in, out] stack. Int4 weights (`quant.Int4`) take the same
+paths; at decode on a GPU the Pallas kernel reads them packed.
 """
 
 from __future__ import annotations
@@ -289,7 +290,7 @@ def sparse_moe(experts: Experts, x: jax.Array, gates: jax.Array, expert_ids: jax
     min((M + E·(t-1)) // t, M, E·ceil(N/t)) tiles hold rows (static shape); spare tiles are zeros.
     Compute: about M + E·t/2 rows instead of N·E (dense) or M·E (official).
 
-    int8_kernel (None: `kernels.use_kernel`, i.e. int8 weights on a GPU) changes how decode batches
+    int8_kernel (None: `kernels.use_kernel`, i.e. int8 or int4 weights on a GPU) changes how decode batches
     (N ≤ MAX_DECODE_TOKENS) run, the fastest measured way (benchmarks/RESULTS.md): with fewer copies
     than experts the tiles go through the Pallas kernel, which reads only the chosen experts' int8
     weights; with more, most experts are in use and one product batched over all experts
@@ -300,7 +301,7 @@ def sparse_moe(experts: Experts, x: jax.Array, gates: jax.Array, expert_ids: jax
     n, k = expert_ids.shape
     if int8_kernel is None:
         int8_kernel = kernels.use_kernel(experts.linear.scales)
-    decode = int8_kernel and experts.linear.scales is not None and n <= MAX_DECODE_TOKENS  # int8 weights only
+    decode = int8_kernel and experts.linear.scales is not None and n <= MAX_DECODE_TOKENS  # int8/int4 weights only
     if decode and n * k > num_experts:
         return capacity_moe(experts, x, gates, expert_ids, capacity_factor=num_experts / k)[0]
 
@@ -330,6 +331,8 @@ def _ragged_matmul(linear: Linear, rows: jax.Array, group_sizes: jax.Array, row_
     rows = rows.astype(dtype)
     if linear.scales is None:
         return jax.lax.ragged_dot(rows, linear.w[...].astype(dtype), group_sizes)
+    if linear.w.get_value().dtype == jnp.uint8:  # int4: dozens of groups; dequantised (to dtype) first
+        return jax.lax.ragged_dot(rows, linear.kernel(), group_sizes)
     blocks = linear.scales.shape[-2]
     row_blocks = rearrange(rows, "m (b i) -> b m i", b=blocks)
     w_blocks = rearrange(linear.w[...], "e (b i) o -> b e i o", b=blocks)

@@ -1,4 +1,5 @@
-"""The release's int8 quantisation: symmetric int8 weights with bfloat16 scales per input block.
+"""The release's int8 quantisation (symmetric int8 weights with bfloat16 scales per input block) and
+our int4, re-quantised from it (groups of 64 or 128 input rows, two values a byte; `Int4`).
 
 A matrix w [..., in, out] is stored as `weight` int8 [..., in, out] and `scales` bfloat16
 [..., blocks, out]: each block of in/blocks consecutive input rows has one scale per output column.
@@ -16,7 +17,10 @@ import jax
 import ml_dtypes
 import numpy as np
 
-__all__ = ["QuantizedWeight8bit", "quantize", "dequantize"]
+from grok_mini.config import int4_group
+
+__all__ = ["QuantizedWeight8bit", "quantize", "dequantize", "Int4", "int4_group", "pack_int4", "unpack_int4",
+           "quantize_int4", "dequantize_int4", "requantize_int4"]
 
 
 @dataclasses.dataclass
@@ -54,3 +58,67 @@ def dequantize(weight, scales, dtype=np.float32):
     blocks = scales.shape[-2]
     product = _blocked(weight, blocks).astype(np.float32) * scales.astype(np.float32)[..., :, None, :]
     return product.reshape(weight.shape).astype(dtype)
+
+
+# ---- int4 (ours): re-quantised from the release's int8, groups along the input, two values a byte ----
+
+@dataclasses.dataclass(frozen=True)
+class Int4:
+    """Weights stored as int4 in groups of at most `group_size` input rows (bfloat16 scales), packed two a
+    byte; given as a model's param_dtype. attention=False keeps the attention matrices int8 (the experts
+    are 309 B of Grok-1's 316 B parameters, attention 5 B)."""
+
+    group_size: int = 64
+    attention: bool = False
+
+
+def pack_int4(q):
+    """int8 values in [-8, 7], [..., in, out], in groups of `in / groups` rows → uint8 [..., in/2, out].
+
+    Within each group of G rows, byte r holds row r in its low nibble and row r + G/2 in its high one
+    (a half split, not neighbouring rows), so a run of packed rows unpacks into two runs of whole input
+    rows: the kernel multiplies each by its own contiguous slice of x. The group size is implied by the
+    caller's reshape: q arrives as [..., groups, G, out].
+    """
+    xp = jax.numpy if isinstance(q, jax.Array) else np
+    half = q.shape[-2] // 2
+    low, high = q[..., :half, :].astype(xp.uint8) & 15, q[..., half:, :].astype(xp.uint8) & 15
+    return low | (high << 4)
+
+
+def unpack_int4(packed, groups: int):
+    """uint8 [..., in/2, out] in `groups` groups → int8 [..., in, out]; the exact inverse of pack_int4."""
+    xp = jax.numpy if isinstance(packed, jax.Array) else np
+    grouped = packed.reshape(*packed.shape[:-2], groups, packed.shape[-2] // groups, packed.shape[-1])
+    wide = grouped.astype(np.int8)  # the same bits, read as signed: each nibble is masked below
+
+    def signed(nibble):  # 0..15 → -8..7
+        return ((nibble & 15) ^ 8) - 8
+
+    rows = xp.concatenate([signed(wide), signed(wide >> 4)], axis=-2)  # [..., groups, G, out]
+    return rows.reshape(*packed.shape[:-2], 2 * packed.shape[-2], packed.shape[-1]).astype(xp.int8)
+
+
+def quantize_int4(w, group_size: int):
+    """Symmetric int4: (packed uint8 [..., in/2, out], bfloat16 scales [..., in/G, out]), scale max|w|/7
+    per (group of G = int4_group(in, group_size) input rows, output column); values in [-7, 7]."""
+    xp = jax.numpy if isinstance(w, jax.Array) else np
+    groups = w.shape[-2] // int4_group(w.shape[-2], group_size)
+    blocked = _blocked(w.astype(xp.float32), groups)  # [..., groups, G, out]
+    scales = (xp.abs(blocked).max(axis=-2) / 7).astype(ml_dtypes.bfloat16)  # [..., groups, out]
+    safe = xp.where(scales == 0, 1, scales).astype(xp.float32)[..., :, None, :]
+    q = xp.clip(xp.round(blocked / safe), -7, 7).astype(xp.int8)
+    packed = pack_int4(q)  # [..., groups, G/2, out]
+    return packed.reshape(*w.shape[:-2], w.shape[-2] // 2, w.shape[-1]), scales
+
+
+def dequantize_int4(packed, scales, dtype=np.float32):
+    """The int4 weight [..., in, out] in `dtype`: unpacked, times its group's scale (exact in float32)."""
+    return dequantize(unpack_int4(packed, scales.shape[-2]), scales, dtype)
+
+
+def requantize_int4(weight, scales, group_size: int):
+    """The release's int8 (weight, scales) → int4 (packed, scales): dequantised in float32, then quantised.
+
+    What a release user can do (the float weights were never published)."""
+    return quantize_int4(dequantize(weight, scales, np.float32), group_size)

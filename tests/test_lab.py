@@ -1,4 +1,4 @@
-"""grok_mini.teach.lab (sweep numbers, prediction checks) and grok_mini.teach.explorer (routing data)."""
+"""grok_mini.teach.lab (the stored sweep's numbers and plots, the prediction checks)."""
 
 import os
 
@@ -6,109 +6,114 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pytest
 
-from grok_mini.teach import explorer, lab, trained_toy
+from grok_mini.teach import exercises, lab
 
 SWEEP = Path(__file__).resolve().parents[1] / "notebooks" / "data" / "lab_sweep"
-TEXT = "The king said to the queen that the night was long"
 
 
-@pytest.fixture(scope="module")
-def toy():
-    return trained_toy()
-
-
-def test_seed_band_brackets_the_mean():
+def test_seed_band_brackets_the_mean_and_matches_the_runs():
     band = lab.heldout_band(SWEEP)
-    assert len(band) == 8
+    assert list(band)[:2] == ["grok-1", "top-1"] and len(band) == 8
     for b in band.values():
         assert b["seeds"] == 2
-        assert np.all(b["min"] <= b["mean"] + 1e-9) and np.all(b["mean"] <= b["max"] + 1e-9)
+        assert np.all(b["min"] <= b["mean"]) and np.all(b["mean"] <= b["max"])
         assert b["step"][0] == 0 and b["step"][-1] == 100
+        assert b["mean"][-1] < b["mean"][0] - 2  # every run learned: from ~7.8 to ~5
+    # The stored numbers the notebook's prose quotes (seed 0 / seed 1 of grok-1: 5.080 / 4.898).
+    finals = {(r["experiment"], r["seed"]): r["heldout_loss"] for r in lab.final_losses(SWEEP)}
+    assert finals["grok-1", 0] == pytest.approx(5.080, abs=1e-3)
+    assert finals["grok-1", 1] == pytest.approx(4.898, abs=1e-3)
+    assert band["grok-1"]["max"][-1] == pytest.approx(5.080, abs=1e-3)
 
 
-def test_top1_is_worse_than_grok1_in_the_stored_sweep():
-    means = {row["experiment"]: row["mean"] for row in lab.final_table(SWEEP)}
-    assert means["top-1"] > means["grok-1"] + 0.2
+def test_final_table_top1_worst_dense_has_no_inactive_parameters():
+    table = {row["experiment"]: row for row in lab.final_table(SWEEP)}
+    means = {name: row["mean"] for name, row in table.items()}
     assert max(means, key=means.get) == "top-1"
-    dense = next(row for row in lab.final_table(SWEEP) if row["experiment"] == "dense")
-    assert dense["active_params"] == dense["total_params"]
+    assert means["top-1"] > means["grok-1"] + lab.seed_spread(SWEEP)  # outside the noise
+    assert table["dense"]["active_params"] == table["dense"]["total_params"]
+    assert table["top-1"]["total_params"] == table["grok-1"]["total_params"]
+    assert table["top-1"]["active_params"] < table["grok-1"]["active_params"]
+    assert table["top-1"]["flops_per_token"] / table["grok-1"]["flops_per_token"] == pytest.approx(0.747, abs=1e-3)
+    assert 0.1 < lab.seed_spread(SWEEP) < 0.25
 
 
 def test_imbalance_between_even_and_one_expert():
     data = lab.load_imbalance(SWEEP)
     assert "dense" not in data and "grok-1" in data
-    for steps, value in data.values():
-        assert len(steps) == len(value) == 100
-        assert np.all(value >= 1 / 8 - 1e-6) and np.all(value <= 1)
-    assert data["no balance loss"][1][-1] > data["grok-1"][1][-1]
+    for steps, share in data.values():
+        assert len(steps) == len(share) == 100
+        assert np.all(share >= 1 / 8 - 1e-6) and np.all(share <= 1 + 1e-9)
+    assert np.all(data["grok-1"][1] <= 0.5 + 1e-6)  # top-2: a token's two experts are distinct
+    assert data["no balance loss"][1][-1] > data["grok-1"][1][-1] + 0.03
 
 
-def test_plots_are_figures_with_findings():
-    for plot in (lab.plot_heldout, lab.plot_cost, lab.plot_imbalance):
-        fig = plot(SWEEP)
-        title = fig.get_suptitle() or fig.axes[0].get_title()
-        assert title and fig.axes
+def test_plots_are_figures_with_findings_and_leave_pyplot_settings_alone(tmp_path):
+    import matplotlib.pyplot as plt
+
+    before = dict(matplotlib.rcParams)
+    for figure in (lab.plot_heldout(SWEEP), lab.plot_cost(SWEEP), lab.plot_imbalance(SWEEP)):
+        title = figure.get_suptitle() or figure.axes[0].get_title()
+        assert title and figure.axes
+        plt.close(figure)
+    assert "top-1 ends worst" in lab.plot_heldout(SWEEP).axes[0].get_title()
+    assert "no balance loss" in lab.plot_imbalance(SWEEP).axes[0].get_title()
+    assert dict(matplotlib.rcParams) == before
+    plt.close("all")
 
 
-def test_checker_not_attempted_gives_nothing_away(capsys):
-    assert lab.check_ranking(None, SWEEP) is False
-    assert lab.check_gap(None, SWEEP) is False
+def test_plot_heldout_draws_an_extra_folder_dashed():
+    import matplotlib.pyplot as plt
+
+    figure = lab.plot_heldout(SWEEP, extra=SWEEP)  # any sweep folder: here the stored one again
+    labels = [line.get_label() for line in figure.axes[0].get_lines()]
+    assert "grok-1" in labels and "grok-1 (yours), 100 steps" in labels
+    plt.close(figure)
+
+
+@pytest.fixture(autouse=True)
+def fresh_attempts():
+    exercises._attempts.clear()
+    yield
+    exercises._attempts.clear()
+
+
+CHECKS = (lab.check_worst, lab.check_seed_spread, lab.check_flops_ratio)
+RIGHT = ("top-1", 0.18, 0.75)
+WRONG = (("MQA", "not the worst"), (1.0, "too large"), (0.5, "only the experts"))
+
+
+def test_not_attempted_gives_nothing_away(capsys):
+    for check in CHECKS:
+        assert check(None, SWEEP) is False
     out = capsys.readouterr().out
-    assert out.count("not attempted yet") == 2
-    for answer in ("top-1", "0.18", "0.2", "5.3"):
+    assert out.count("not attempted yet") == 3
+    for answer in ("top-1", "0.18", "0.75", "0.747", "5.30"):
         assert answer not in out
 
 
-def test_checker_wrong_explains_and_right_passes(capsys):
-    assert lab.check_ranking("MQA", SWEEP) is False
+def test_wrong_predictions_say_how_without_the_answer_then_hint(capsys):
+    for check, (wrong, words), right in zip(CHECKS, WRONG, RIGHT, strict=True):
+        with pytest.raises(exercises.ExerciseFailed) as first:
+            check(wrong, SWEEP)
+        assert words in str(first.value) and "Hint" not in str(first.value)
+        assert str(right) not in str(first.value)
+        with pytest.raises(exercises.ExerciseFailed) as second:
+            check(wrong, SWEEP)
+        assert "Hint (after 2 wrong attempts)" in str(second.value)
+    with pytest.raises(exercises.ExerciseFailed, match="not an experiment"):
+        lab.check_worst("nonsense", SWEEP)
+    with pytest.raises(exercises.ExerciseFailed, match="too small"):
+        lab.check_seed_spread(0.01, SWEEP)
+
+
+def test_right_predictions_pass_and_explain(capsys):
+    for check, right in zip(CHECKS, RIGHT, strict=True):
+        assert check(right, SWEEP) is True
     out = capsys.readouterr().out
-    assert "✗" in out and "top-1" in out and "half" in out
-    assert lab.check_ranking("nonsense", SWEEP) is False
-    assert "not an experiment" in capsys.readouterr().out
-    assert lab.check_ranking("top-1", SWEEP) is True
-    assert "✓" in capsys.readouterr().out
-    assert lab.check_gap(1.0, SWEEP) is False
-    out = capsys.readouterr().out
-    assert "✗" in out and "seed" in out
-    assert lab.check_gap(0.18, SWEEP) is True
-    assert "passed" in capsys.readouterr().out
-
-
-def test_routing_table_grok1_gates(toy):
-    model, tokenizer = toy
-    rows = explorer.routing_table(model, tokenizer, TEXT)
-    layers = len(model.decoder_layers)
-    assert len(rows) % layers == 0 and len(rows) // layers == len(tokenizer.encode(TEXT))
-    for row in rows:
-        assert len(row["experts"]) == 2 and len(set(row["experts"])) == 2
-        assert all(0 <= e < model.config.num_experts for e in row["experts"])
-        assert row["gates"][0] >= row["gates"][1] > 0
-        assert sum(row["gates"]) < 1  # Grok-1: raw softmax probabilities, not renormalised
-
-
-def test_expert_load_sums_to_one(toy):
-    load = explorer.expert_load(*toy, TEXT)
-    assert load.shape == (len(toy[0].decoder_layers), toy[0].config.num_experts)
-    np.testing.assert_allclose(load.sum(-1), 1.0, atol=1e-9)
-    assert np.all(load >= 0)
-
-
-def test_head_attention_is_causal_and_normalised(toy):
-    model, tokenizer = toy
-    t = len(tokenizer.encode(TEXT))
-    for layer, head in ((0, 0), (len(model.decoder_layers) - 1, model.config.num_q_heads - 1)):
-        att = explorer.head_attention(model, tokenizer, TEXT, layer, head)
-        assert att.shape == (t, t)
-        np.testing.assert_allclose(att.sum(-1), 1.0, atol=1e-5)
-        assert np.all(np.triu(att, 1) == 0)
-        assert att[0, 0] == pytest.approx(1.0, abs=1e-6)
-
-
-def test_static_figure_and_empty_text(toy):
-    fig = explorer.static_figure(*toy, TEXT, 1, 2)
-    assert len(fig.axes) >= 3 and "head 2" in fig.get_suptitle()
-    with pytest.raises(ValueError):
-        explorer.record(*toy, "")
+    assert out.count("✓") == 3
+    assert "0.31 behind grok-1" in out and "only 1 of 7 switches (top-1)" in out and "0.747" in out

@@ -1,8 +1,10 @@
-"""Notebook 10 (the architecture lab): numbers and plots from a sweep folder, and prediction checks.
+"""Notebook 10, the architecture lab: numbers and plots from a sweep folder, and the prediction checks.
 
 A sweep folder is what `grok_mini.explore.run_sweep` writes (`results.csv`, `runs/*.json`); the
-stored one is `notebooks/data/lab_sweep`. Plots return matplotlib Figures (no pyplot state) whose
-titles state what the data show.
+stored one is `notebooks/data/lab_sweep`. The functions without a verb that draws (`heldout_band`,
+`final_losses`, `final_table`, `load_imbalance`) compute what the plots show, so a notebook can
+print them and the tests can check them. The `check_*` functions are the notebook's exercises:
+the student writes a prediction into a variable, the checker compares it with the stored sweep.
 """
 
 from __future__ import annotations
@@ -14,17 +16,22 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from grok_mini.explore import read_results
+from grok_mini.teach.exercises import ExerciseFailed, _record, run_check
+from grok_mini.teach.style import BLUE, GREEN, GREY, ORANGE, PURPLE, RED, SKY, YELLOW, _figure, _human, _styled
 
-__all__ = ["heldout_band", "final_table", "load_imbalance", "plot_heldout", "plot_cost", "plot_imbalance",
-           "check_ranking", "check_gap", "ANSWER_WORDS"]
+__all__ = ["heldout_band", "final_losses", "final_table", "load_imbalance", "seed_spread",
+           "plot_heldout", "plot_cost", "plot_imbalance", "check_worst", "check_seed_spread", "check_flops_ratio"]
+
+# One colour per experiment of the default sweep, in its order; a student's extra runs come after.
+_COLOURS = (BLUE, RED, GREEN, YELLOW, PURPLE, SKY, GREY, "#000000", ORANGE)
 
 
 def _experiments(rows) -> list[str]:
     return list(dict.fromkeys(row["experiment"] for row in rows))
 
 
-def heldout_band(out) -> dict:
-    """{experiment: {"step", "mean", "min", "max"} arrays}: held-out loss over seeds at each evaluated step."""
+def heldout_band(out) -> dict[str, dict]:
+    """{experiment: {"step", "mean", "min", "max": arrays [evaluations], "seeds": n}}: held-out loss over seeds."""
     rows = read_results(out)
     band = {}
     for name in _experiments(rows):
@@ -33,156 +40,232 @@ def heldout_band(out) -> dict:
             if row["experiment"] == name and row["heldout_loss"] is not None:
                 by_step.setdefault(int(row["step"]), []).append(float(row["heldout_loss"]))
         steps = sorted(by_step)
-        values = [np.array(by_step[s]) for s in steps]
-        band[name] = dict(step=np.array(steps), mean=np.array([v.mean() for v in values]),
-                          min=np.array([v.min() for v in values]), max=np.array([v.max() for v in values]),
-                          seeds=len(values[-1]) if values else 0)
+        values = [np.asarray(by_step[s]) for s in steps]
+        band[name] = dict(step=np.asarray(steps), mean=np.asarray([v.mean() for v in values]),
+                          min=np.asarray([v.min() for v in values]), max=np.asarray([v.max() for v in values]),
+                          seeds=len(values[-1]))
     return band
+
+
+def final_losses(out) -> list[dict]:
+    """One dict per (experiment, seed): the last held-out loss, active/total parameters, FLOPs a token."""
+    last: dict[tuple[str, int], dict] = {}
+    for row in read_results(out):
+        if row["heldout_loss"] is not None:
+            last[row["experiment"], int(row["seed"])] = row  # rows run in step order: the last one stays
+    return [dict(experiment=name, seed=seed, heldout_loss=float(row["heldout_loss"]), step=int(row["step"]),
+                 active_params=int(row["active_params"]), total_params=int(row["total_params"]),
+                 flops_per_token=int(row["flops_per_token"]))
+            for (name, seed), row in last.items()]
 
 
 def final_table(out) -> list[dict]:
     """One dict per experiment: final held-out loss (mean, min, max over seeds), active/total params, FLOPs/token."""
-    rows = read_results(out)
-    band = heldout_band(out)
-    table = []
-    for name in _experiments(rows):
-        first = next(row for row in rows if row["experiment"] == name)
-        b = band[name]
-        table.append(dict(experiment=name, mean=float(b["mean"][-1]), min=float(b["min"][-1]), max=float(b["max"][-1]),
-                          active_params=int(first["active_params"]), total_params=int(first["total_params"]),
-                          flops_per_token=int(first["flops_per_token"])))
-    return table
+    table: dict[str, dict] = {}
+    for row in final_losses(out):
+        entry = table.setdefault(row["experiment"], dict(
+            experiment=row["experiment"], losses=[], active_params=row["active_params"],
+            total_params=row["total_params"], flops_per_token=row["flops_per_token"]))
+        entry["losses"].append(row["heldout_loss"])
+    for entry in table.values():
+        losses = entry.pop("losses")
+        entry.update(mean=float(np.mean(losses)), min=min(losses), max=max(losses), seeds=len(losses))
+    return list(table.values())
 
 
-def load_imbalance(out) -> dict:
-    """{experiment: (steps, imbalance [steps])}: the busiest expert's share per layer, averaged over layers and seeds.
+def seed_spread(out, experiment: str = "grok-1") -> float:
+    """max − min over seeds of one experiment's final held-out loss, in nats."""
+    row = next(r for r in final_table(out) if r["experiment"] == experiment)
+    return row["max"] - row["min"]
 
-    A perfectly even load is 1/E (0.125 for 8 experts); one expert taking everything is 1. An
-    experiment with one expert (dense) is left out: its share is always 1.
+
+def load_imbalance(out) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{experiment: (steps [S], share [S])}: the busiest expert's share of a layer's assignments, per step.
+
+    Averaged over layers and seeds. An even load is 1/E (0.125 for 8 experts); one expert taking
+    every assignment is 1 (top-2 caps it at 1/2: a token's two experts are distinct). Experiments
+    with one expert (dense) are left out: their share is always 1.
     """
-    runs = sorted((Path(out) / "runs").glob("*.json"))
-    per: dict[str, list[np.ndarray]] = {}
+    shares: dict[str, list[np.ndarray]] = {}
     steps: dict[str, np.ndarray] = {}
-    for path in runs:
+    for path in sorted((Path(out) / "runs").glob("*.json")):
         run = json.loads(path.read_text())
-        load = np.asarray(run["history"]["expert_load"], np.float64)  # [step, layer, expert]
-        if load.ndim != 3 or load.shape[-1] < 2:
+        load = np.asarray(run["history"]["expert_load"], np.float64)  # [S, L, E]
+        if load.shape[-1] < 2:
             continue
-        per.setdefault(run["experiment"], []).append(load.max(-1).mean(-1))
+        shares.setdefault(run["experiment"], []).append(load.max(-1).mean(-1))  # [S]
         steps[run["experiment"]] = np.asarray(run["history"]["step"])
     order = _experiments(read_results(out))
-    return {name: (steps[name], np.mean(per[name], axis=0)) for name in order if name in per}
+    return {name: (steps[name], np.mean(shares[name], axis=0)) for name in order if name in shares}
 
 
-def _spread(band) -> float:
-    """The largest seed range of the final held-out loss over the experiments."""
-    return max(float(b["max"][-1] - b["min"][-1]) for b in band.values())
+# ==== plots ==========================================================================================
 
 
-def plot_heldout(out, *, highlight=("grok-1", "top-1")) -> Figure:
-    """Held-out loss against step: the mean over seeds and, shaded, the range of the seeds."""
+def _colours(names) -> dict[str, str]:
+    return {name: _COLOURS[i % len(_COLOURS)] for i, name in enumerate(names)}
+
+
+@_styled
+def plot_heldout(out, *, extra=None, highlight=("grok-1", "top-1")) -> Figure:
+    """Held-out loss against step: per experiment the mean over seeds and, shaded, the seeds' range.
+
+    `extra`: another sweep folder (e.g. a student's short runs), drawn dashed on the same axes.
+    """
     band = heldout_band(out)
-    fig = Figure(figsize=(8, 4.5), layout="constrained")
-    ax = fig.add_subplot()
-    for i, (name, b) in enumerate(band.items()):
+    more = heldout_band(extra) if extra is not None else {}
+    colours = _colours([*band, *(f"{name} (yours)" for name in more)])
+    fig, [[ax]] = _figure(width=8.5, height=4.8)
+    for name, b in band.items():
         strong = name in highlight
-        color = f"C{i % 10}"
-        ax.plot(b["step"], b["mean"], color=color, lw=2.2 if strong else 1.2, alpha=1 if strong else 0.8, label=name)
-        ax.fill_between(b["step"], b["min"], b["max"], color=color, alpha=0.18 if strong else 0.07, lw=0)
-    ax.set(xlabel="training step", ylabel="held-out loss (nats / token)")
+        ax.plot(b["step"], b["mean"], color=colours[name], linewidth=2.2 if strong else 1.1, label=name)
+        ax.fill_between(b["step"], b["min"], b["max"], color=colours[name], alpha=0.2 if strong else 0.07, linewidth=0)
+    for name, b in more.items():
+        label = f"{name} (yours)"
+        ax.plot(b["step"], b["mean"], "o--", color=colours[label], markersize=4, linewidth=1.6,
+                label=f"{label}, {b['step'][-1]} steps")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("held-out loss (nats per token)")
+    ax.set_ylim(top=min(ax.get_ylim()[1], 7.0))  # step 0 (≈7.8 for all) would flatten the rest
     ax.legend(fontsize=8, ncols=2)
-    ax.grid(alpha=0.3)
-    ax.set_ylim(top=min(ax.get_ylim()[1], 7.0))
-    top1 = "top-1 is clearly worse" if "top-1" in band else ""
-    ax.set_title(f"Seed bands (~{_spread(band):.2f} nats) overlap for most switches; {top1}".rstrip("; "))
+    spread = max(b["max"][-1] - b["min"][-1] for b in band.values())
+    worst = max(band, key=lambda name: band[name]["mean"][-1])
+    ax.set_title(f"Seed bands up to {spread:.2f} nats wide overlap for most switches; {worst} ends worst")
     return fig
 
 
+@_styled
 def plot_cost(out) -> Figure:
-    """Final held-out loss (mean, seed range as error bars) against active parameters and FLOPs per token."""
-    table = final_table(out)
-    fig = Figure(figsize=(10, 4), layout="constrained")
-    axes = fig.subplots(1, 2, sharey=True)
-    for ax, key, label in zip(axes, ("active_params", "flops_per_token"),
-                              ("active parameters (per token)", "forward FLOPs per token"), strict=True):
-        for i, row in enumerate(table):
-            ax.errorbar(row[key], row["mean"], yerr=[[row["mean"] - row["min"]], [row["max"] - row["mean"]]],
-                        fmt="o", color=f"C{i % 10}", capsize=3)
-            ax.annotate(row["experiment"], (row[key], row["mean"]), textcoords="offset points", xytext=(5, 3),
-                        fontsize=8)
-        ax.set(xlabel=label)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("final held-out loss (nats / token)")
-    fig.suptitle("At ~the same FLOPs, top-1 ends worst and dense does not; the other switches barely move cost or loss")
+    """Final held-out loss (one point per seed) against active parameters and against FLOPs per token.
+
+    Experiments of the same cost (five of the default sweep) are spread a little sideways so that
+    each stays visible; the legend names them.
+    """
+    rows = final_losses(out)
+    names = _experiments(rows)
+    colours = _colours(names)
+    fig, axes = _figure(ncols=2, width=11.5, height=4.4, sharey=True)
+    for ax, key, label in zip(axes[0], ("active_params", "flops_per_token"),
+                              ("active parameters per token", "forward FLOPs per token"), strict=True):
+        cost = {name: next(r[key] for r in rows if r["experiment"] == name) for name in names}
+        width = (max(cost.values()) - min(cost.values())) or max(cost.values())
+        for name in names:
+            same = [n for n in names if cost[n] == cost[name]]  # experiments at this cost, dodged sideways
+            x = cost[name] + (same.index(name) - (len(same) - 1) / 2) * 0.012 * width
+            losses = [r["heldout_loss"] for r in rows if r["experiment"] == name]
+            ax.scatter([x] * len(losses), losses, color=colours[name], s=30, label=name, zorder=3)
+        ax.set_xlabel(label)
+        ax.xaxis.set_major_formatter(lambda value, _: _human(value))
+    axes[0, 0].set_ylabel("final held-out loss (nats per token)")
+    axes[0, 1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), title="one point a seed",
+                      title_fontsize=8)
+    table = {row["experiment"]: row for row in final_table(out)}
+    saving = 1 - table["top-1"]["flops_per_token"] / table["grok-1"]["flops_per_token"] if "top-1" in table else 0
+    fig.suptitle(f"Top-1 and dense do {saving:.0%} less work a token; top-1 ends worst, "
+                 "the other switches barely move cost or loss", fontweight="bold")
     return fig
 
 
+@_styled
 def plot_imbalance(out) -> Figure:
     """The busiest expert's share (mean over layers and seeds) against step, one line per experiment."""
     data = load_imbalance(out)
-    fig = Figure(figsize=(8, 4), layout="constrained")
-    ax = fig.add_subplot()
-    for i, (name, (steps, value)) in enumerate(data.items()):
-        ax.plot(steps, value, lw=2 if name in ("no balance loss", "grok-1") else 1, label=name, color=f"C{i % 10}")
-    ax.axhline(1 / 8, color="gray", ls=":", lw=1)
-    ax.annotate("even: 1/8", (0, 1 / 8), textcoords="offset points", xytext=(2, -10), fontsize=8, color="gray")
-    ax.set(xlabel="training step", ylabel="busiest expert's share of assignments")
+    colours = _colours(_experiments(read_results(out)))
+    fig, [[ax]] = _figure(width=8.5, height=4.4)
+    for name, (steps, share) in data.items():
+        ax.plot(steps, share, color=colours[name], linewidth=2.2 if name in ("grok-1", "no balance loss") else 1.1,
+                label=name)
+    ax.axhline(1 / 8, color=GREY, linewidth=1, linestyle=":")
+    ax.annotate("even: 1/8", (0, 1 / 8), textcoords="offset points", xytext=(2, -11), fontsize=8, color=GREY)
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("busiest expert's share of a layer's choices")
     ax.legend(fontsize=8, ncols=2)
-    ax.grid(alpha=0.3)
-    finals = {name: float(value[-1]) for name, (_, value) in data.items()}
-    worst = max(finals, key=finals.get)
-    ax.set_title(f"Expert load: busiest share at the end, highest for {worst} ({finals[worst]:.2f})")
+    finals = {name: float(share[-1]) for name, (_, share) in data.items()}
+    worst, best = max(finals, key=finals.get), min(finals, key=finals.get)
+    ax.set_title(f"The busiest expert's final share: highest with {worst} ({finals[worst]:.2f}), "
+                 f"lowest with {best} ({finals[best]:.2f})")
     return fig
 
 
-# ==== prediction exercises ====
-
-ANSWER_WORDS = ()  # the checkers never print the answer before an attempt; tests check it
-
-
-def _final_means(out) -> dict[str, float]:
-    return {row["experiment"]: row["mean"] for row in final_table(out)}
+# ==== the prediction exercises ========================================================================
+# Each takes the student's prediction (None until they write one) and the sweep folder. The
+# answer is printed only once the prediction is right; a wrong one is told how it is wrong
+# (never the answer), and from the second wrong attempt run_check adds the general hint.
 
 
-def check_ranking(prediction, out) -> bool:
-    """Exercise 1: which experiment has the worst final held-out loss (mean over seeds)? A name."""
-    if prediction is None:
-        print("· exercise 1 (the worst experiment): not attempted yet")
-        return False
-    means = _final_means(out)
-    if prediction not in means:
-        print(f"✗ exercise 1: {prediction!r} is not an experiment of this sweep; choose one of {sorted(means)}")
-        return False
-    worst = max(means, key=means.get)
-    if prediction == worst:
-        print(f"✓ exercise 1: passed: {worst} is the worst ({means[worst]:.2f} nats, mean over seeds)")
+def _predicted(name: str, prediction, variable: str) -> bool:
+    """False (and says so) while the prediction is still None; run_check's own message is about a stub."""
+    if prediction is not None:
         return True
-    print(f"✗ exercise 1: {prediction} ends at {means[prediction]:.2f} nats; the worst is {worst} at "
-          f"{means[worst]:.2f}. With one expert a token, each token gets half the expert width (fewer active "
-          "parameters and FLOPs), and the router's gradient reaches only the chosen expert's gate.")
+    print(f"· {name}: not attempted yet. Set `{variable}` to your prediction and run the cell again.")
+    _record(name, "not attempted")  # what the grader's gradebook gets for an untouched stub
     return False
 
 
-def check_gap(prediction, out, *, tolerance: float = 0.05) -> bool:
-    """Exercise 2: the seed spread: max − min of grok-1's final held-out loss over seeds, in nats (a number)."""
-    if prediction is None:
-        print("· exercise 2 (the seed spread of grok-1): not attempted yet")
+def check_worst(prediction, out, *, variable: str = "worst") -> bool:
+    """Exercise 1: the name of the experiment with the highest final held-out loss (mean over seeds)."""
+    if not _predicted("the worst experiment", prediction, variable):
         return False
-    band = heldout_band(out)["grok-1"]
-    spread = float(band["max"][-1] - band["min"][-1])
-    gaps = {name: abs(m - _final_means(out)["grok-1"]) for name, m in _final_means(out).items() if name != "grok-1"}
-    smaller = sum(gap < spread for gap in gaps.values())
-    try:
+
+    def check():
+        name = prediction
+        means = {row["experiment"]: row["mean"] for row in final_table(out)}
+        if name not in means:
+            raise ExerciseFailed(f"{name!r} is not an experiment of this sweep; choose one of {sorted(means)}")
+        worst = max(means, key=means.get)
+        if name != worst:
+            higher = sum(m > means[name] for m in means.values())
+            raise ExerciseFailed(f"{name} is not the worst: {higher} experiment{'s' if higher > 1 else ''} end"
+                                 f"{'' if higher > 1 else 's'} with a higher held-out loss than its "
+                                 f"{means[name]:.2f} nats")
+        gap = means[worst] - means["grok-1"]
+        return (f"{worst} ends at {means[worst]:.2f} nats, {gap:.2f} behind grok-1, more than the seeds' spread: "
+                "each token gets one expert's width instead of two")
+    return run_check("the worst experiment", check,
+                     hint="Which change takes work away from every token, not just a safeguard? "
+                          "Compare the active parameters per token of the experiments.")
+
+
+def check_seed_spread(prediction, out, *, tolerance: float = 0.05, variable: str = "spread") -> bool:
+    """Exercise 2: how many nats apart grok-1's two seeds end (within `tolerance`)."""
+    if not _predicted("the seed spread", prediction, variable):
+        return False
+
+    def check():
         value = float(prediction)
-    except (TypeError, ValueError):
-        print(f"✗ exercise 2: give a number of nats, got {prediction!r}")
+        spread = seed_spread(out)
+        if abs(value - spread) > tolerance:
+            direction = "too large" if value > spread else "too small"
+            raise ExerciseFailed(f"{value:.2f} nats is {direction} (by more than {tolerance} nats)")
+        means = {row["experiment"]: row["mean"] for row in final_table(out)}
+        moved = [name for name, m in means.items() if name != "grok-1" and abs(m - means["grok-1"]) > spread]
+        return (f"the seeds end {spread:.2f} nats apart; only {len(moved)} of {len(means) - 1} switches "
+                f"({', '.join(moved)}) move the mean by more")
+    return run_check("the seed spread", check,
+                     hint="A seed changes only the initial weights and the order of the batches. After 100 "
+                          "steps the loss still falls by about 0.1 nats every 10 steps: is a seed worth "
+                          "more or less than ten steps?")
+
+
+def check_flops_ratio(prediction, out, *, tolerance: float = 0.03, variable: str = "ratio") -> bool:
+    """Exercise 3: top-1's forward FLOPs per token as a fraction of grok-1's (within `tolerance`)."""
+    if not _predicted("the FLOPs ratio", prediction, variable):
         return False
-    if abs(value - spread) <= tolerance:
-        print(f"✓ exercise 2: passed: the seeds differ by {spread:.2f} nats; {smaller} of {len(gaps)} switches "
-              "move the mean by less than that")
-        return True
-    print(f"✗ exercise 2: you said {value:.2f}; the two seeds end {spread:.2f} nats apart, and {smaller} of "
-          f"{len(gaps)} switches move the mean by less than that. Changing only the seed (initial weights and "
-          "batch order) moves a 100-step toy run as much as most design choices do: compare switches only "
-          "across several seeds.")
-    return False
+
+    def check():
+        value = float(prediction)
+        flops = {row["experiment"]: row["flops_per_token"] for row in final_table(out)}
+        ratio = flops["top-1"] / flops["grok-1"]
+        if abs(value - ratio) > tolerance:
+            if abs(value - 0.5) < 0.01:
+                raise ExerciseFailed("0.5 halves everything, but top-1 halves only the experts' work: the "
+                                     "attention, the router and the tied output projection stay the same")
+            direction = "too large" if value > ratio else "too small"
+            raise ExerciseFailed(f"{value:.3f} is {direction} (by more than {tolerance})")
+        return (f"{ratio:.3f}: one expert is {1 - ratio:.0%} of grok-1's work a token and top-1 drops it; "
+                "attention, the router and the output projection stay")
+    return run_check("the FLOPs ratio", check,
+                     hint="Write the FLOPs a token as 2 × (layers × (attention projections + k × 3·d·f + d·E + "
+                          "scores) + vocab × d) with d=128, f=176, k=2 (top-1: k=1), E=8, 4 layers, 4 query and 2 "
+                          "key/value heads of 32, vocab 2048, 64 tokens of context; or read "
+                          "GrokConfig.flops_per_token.")
