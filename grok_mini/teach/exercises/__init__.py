@@ -1,33 +1,45 @@
 """Checkers for the notebook exercises, one module per notebook (scale, embeddings, rope, attention, ...).
 
-Each notebook ends with exercise cells: a function stub to fill in, then a checker call such as
-`exercises.rope.check_rope(apply_rope)`. Every checker follows one convention:
+Each exercise is an answer cell (a function stub to fill in) and a checker cell below it, such as
+`checks.check_rope(apply_rope)`. Every checker follows one convention:
 
 - correct → prints "✓ <exercise>: passed (…what was checked…)" and returns True;
 - still the stub (the function raises NotImplementedError) → prints "· <exercise>: not attempted
-  yet" with a hint and returns False, so a fresh notebook runs top to bottom (and nbval stays green);
+  yet" and nothing more (no hint before an attempt), returns False, so a fresh notebook runs top to
+  bottom (and nbval stays green);
 - wrong → raises ExerciseFailed (an AssertionError) naming the input that failed, what was
   expected, what came back and, where the mistake is a known one (interleaved RoPE, a forgotten
-  cap, an embedding counted twice, ...), a hint about that mistake.
+  cap, an embedding counted twice, ...), what that mistake is; each further wrong attempt adds one
+  more hint, from general to specific, in words rather than code;
+- an answer that is, or calls, the package function the exercise asks for → refused kindly,
+  returns False.
 
 Writing a checker for a new notebook: add a module here, build each check from `run_check`
 (prints and returns as above), `call` (runs the student's function, turning NotImplementedError
 into "not attempted" and other errors into ExerciseFailed), and `expect_close` / `expect_equal`
-(compare, with a list of (known mistake's answer, hint) pairs to diagnose). Reference
-solutions go in notebooks/solutions/<module>.py, and tests/test_exercises.py proves that each
-checker accepts them and rejects a plausible wrong answer with its hint.
+(compare, with a list of (known mistake's answer, what the mistake is) pairs to diagnose). Test on
+inputs other than the notebook's (other sizes and seeds), so that a hard-coded answer fails.
+Reference solutions and the plausible mistakes go in the repository's teacher/ folder (not
+installed with the package), and tests/test_exercises.py proves that each checker accepts the
+solution, rejects and names every listed mistake, refuses the package's function and fails a
+hard-coded answer.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
-from collections.abc import Callable, Iterable
+import sys
+import types
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["ExerciseFailed", "NotAttempted", "run_check", "call", "expect_close", "expect_equal", "GRADEBOOK_VARIABLE"]
+__all__ = ["ExerciseFailed", "NotAttempted", "Refused", "run_check",
+           "call", "expect_close", "expect_equal", "GRADEBOOK_VARIABLE"]
 
 
 class ExerciseFailed(AssertionError):
@@ -40,48 +52,141 @@ class NotAttempted(Exception):
 
 GRADEBOOK_VARIABLE = "GROK_MINI_GRADEBOOK"  # set by the grader (teach.classroom): verdicts are appended there
 _attempts: dict[str, int] = {}  # wrong attempts so far, per exercise, in this kernel
+_refused: list[Callable] = []  # the package functions of the exercise being checked (see `call`)
 
 
-def run_check(name: str, check: Callable[[], str], *, hint: str, answer: Callable | None = None,
+class Refused(Exception):
+    """The answer calls one of the package functions that the exercise asks the student to write."""
+
+
+def run_check(name: str, check: Callable[[], str], *, hints: Sequence[str], answer: Callable | None = None,
               refuse: Iterable[Callable] = ()) -> bool:
     """Run `check` (returns a summary of what passed); print the verdict in the shared convention.
 
     The stub gets "not attempted yet" and nothing else: no hint before a first attempt. A wrong
     answer raises ExerciseFailed with what went wrong (and the mistake, where it is a known one);
-    from the second wrong attempt on, `hint` is added. `answer` given as one of the package's own
-    functions in `refuse` is refused kindly: writing it is the exercise.
+    each further wrong attempt adds the next of `hints`, from general to specific, in words: a
+    hint says what to think about, never the code. An `answer` that is, or calls, one of the
+    package's functions in `refuse` is refused kindly: writing it is the exercise.
     """
-    for function in refuse:
-        if _same_function(answer, function):
-            where = f"{function.__module__}.{function.__qualname__}"
-            print(f"✗ {name}: that is the package's own `{where}`, which this exercise asks you to write "
-                  "yourself; compare your version with it once it works.")
-            _record(name, "refused", where)
-            return False
+    refuse = tuple(refuse)
+    if used := _mentioned(answer, refuse):
+        return _refuse(name, used)
+    _refused[:] = refuse
     try:
         summary = check()
+    except Refused as used:
+        return _refuse(name, used.args[0])
     except NotAttempted:
         print(f"· {name}: not attempted yet. Replace `raise NotImplementedError` in your function.")
         _record(name, "not attempted")
         return False
     except ExerciseFailed as error:
         attempts = _attempts[name] = _attempts.get(name, 0) + 1
-        _record(name, "failed", getattr(error, "mistake", None))
-        more = (f"\nHint (after {attempts} wrong attempts): {hint}" if attempts >= 2 else
-                "\n(Change your function and run the cell again; a second wrong attempt adds a general hint.)")
+        _record(name, "failed", getattr(error, "mistake", None) or str(error))  # the named mistake, or what failed
+        given = list(hints)[:attempts - 1]
+        more = "".join(f"\nHint {i + 1} of {len(hints)}: {hint}" for i, hint in enumerate(given))
+        if len(given) < len(hints):
+            more += "\n(Change your function and run the cell again; each further wrong attempt adds a hint.)"
         raise ExerciseFailed(f"{error}{more}") from None
+    finally:
+        _refused.clear()
     print(f"✓ {name}: passed ({summary})")
     _record(name, "passed")
     return True
 
 
-def _same_function(answer, function) -> bool:
-    """`answer` is `function` itself, or a functools.partial of it."""
-    while answer is not None:
-        if answer is function:
-            return True
-        answer = getattr(answer, "func", None)  # functools.partial
+def _refuse(name: str, function: Callable) -> bool:
+    where = _where(function)
+    print(f"✗ {name}: your answer uses the package's own `{where}`, which this exercise asks you to write "
+          "yourself; compare your version with it once it works.")
+    _record(name, "refused", where)
     return False
+
+
+def _where(function) -> str:
+    function = getattr(function, "fget", function)  # a property
+    return f"{function.__module__}.{function.__qualname__}"
+
+
+def _unwrapped(function):
+    """The plain function behind a property, a bound method or a functools.partial."""
+    for attribute in ("fget", "__func__", "func"):
+        while hasattr(function, attribute):
+            function = getattr(function, attribute)
+    return function
+
+
+def _mentioned(answer, refused: tuple) -> Callable | None:
+    """The refused function that `answer` is, or names (directly, or as module.name or Class.name), if any."""
+    if answer is None or not refused:
+        return None
+    targets = {id(_unwrapped(f)): f for f in refused}
+    answer = getattr(answer, "func", answer)  # functools.partial
+    if id(_unwrapped(answer)) in targets:
+        return targets[id(_unwrapped(answer))]
+    code, names = getattr(answer, "__code__", None), set()
+    stack = [code] if code else []
+    while stack:  # the names used by the function and by the functions nested in it
+        code = stack.pop()
+        names.update(code.co_names)
+        stack += [c for c in code.co_consts if hasattr(c, "co_names")]
+    scope = dict(getattr(answer, "__globals__", {}))
+    scope.update({f"closure{i}": cell.cell_contents for i, cell in enumerate(answer.__closure__ or ())
+                  if _has_contents(cell)})
+    for key in list(names) + [k for k in scope if k.startswith("closure")]:
+        value = scope.get(key)
+        candidates = [value] + [getattr(value, n, None) for n in names
+                                if isinstance(value, (type, types.ModuleType))]
+        for candidate in candidates:
+            if candidate is not None and id(_unwrapped(candidate)) in targets:
+                return targets[id(_unwrapped(candidate))]
+    return None
+
+
+def _has_contents(cell) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018 (an empty cell raises)
+        return True
+    except ValueError:
+        return False
+
+
+@contextlib.contextmanager
+def _tripwires(refused: Sequence[Callable]):
+    """While the student's function runs, a call of a refused function (under any name) raises Refused."""
+    patched = []
+
+    def wire(original, function):
+        if isinstance(original, property):
+            return property(wire(original.fget, function))
+
+        @functools.wraps(original)
+        def tripped(*args, **kwargs):
+            raise Refused(function)
+        return tripped
+
+    for function in refused:
+        plain = _unwrapped(function)
+        owners = [m for n, m in list(sys.modules.items()) if n.split(".")[0] == plain.__module__.split(".")[0]]
+        if "." in plain.__qualname__:  # a method or property: patch the class that defines it
+            owner, attribute = sys.modules[plain.__module__], plain.__qualname__.split(".")
+            for part in attribute[:-1]:
+                owner = getattr(owner, part)
+            owners, attributes = [owner], [attribute[-1]]
+        else:
+            attributes = [plain.__name__]
+        for owner in owners:
+            for attribute in attributes:
+                original = vars(owner).get(attribute)
+                if original is not None and id(_unwrapped(original)) == id(plain):
+                    patched.append((owner, attribute, original))
+                    setattr(owner, attribute, wire(original, function))
+    try:
+        yield
+    finally:
+        for owner, attribute, original in reversed(patched):
+            setattr(owner, attribute, original)
 
 
 def _record(name: str, status: str, mistake: str | None = None) -> None:
@@ -100,7 +205,10 @@ def _record(name: str, status: str, mistake: str | None = None) -> None:
 def call(function: Callable, *args, **kwargs) -> Any:
     """Call the student's function; NotImplementedError means not attempted, other errors fail clearly."""
     try:
-        return function(*args, **kwargs)
+        with _tripwires(tuple(_refused)):
+            return function(*args, **kwargs)
+    except Refused:
+        raise
     except NotImplementedError:
         raise NotAttempted from None
     except Exception as error:

@@ -10,6 +10,25 @@ from grok_mini.teach.exercises import ExerciseFailed, _failed, call, run_check
 
 __all__ = ["check_top_k_filter", "check_nucleus_filter", "reference_filter"]
 
+# One hint per further wrong attempt, from general to specific, in words: what to think about, never code.
+HINTS = {
+    "top_k_filter": (
+        "Find the k-th largest logit; everything below it is dropped.",
+        "Dropped logits become minus infinity, so their probability is exactly zero; kept ones stay "
+        "unchanged (logits, not probabilities).",
+        "Logits tied with the k-th largest are kept too, as the official sampler does.",
+    ),
+    "nucleus_filter": (
+        "Sort the tokens by probability and keep the smallest set whose total reaches top_p.",
+        "The token whose probability carries the running total across top_p is kept: the nucleus always "
+        "reaches top_p.",
+        "Tokens tied with the last one kept are kept too, and the result is logits (minus infinity "
+        "outside), not probabilities.",
+    ),
+}
+# What would answer the exercise in one call (the package's own function, or a library's): refused.
+REFUSE = {"top_k_filter": (filter_logits,), "nucleus_filter": (filter_logits,)}
+
 
 def reference_filter(logits: np.ndarray, *, top_k: int | None = None, top_p: float = 1.0) -> np.ndarray:
     """generate.filter_logits on one row [V]: −inf outside the top-k (ties kept) and outside the nucleus."""
@@ -70,8 +89,8 @@ def check_top_k_filter(top_k_filter) -> bool:
                 _compare(got, expected, f"top_k_filter(logits {name}, k={k})", mistakes)
         return "k = 1, 3, 5 on peaked, tied and flat logits; ties with the k-th largest kept"
 
-    return run_check("top_k_filter", check,
-                     hint="kth = jnp.sort(logits)[-k]; jnp.where(logits >= kth, logits, -jnp.inf).")
+    return run_check("top_k_filter", check, answer=top_k_filter,
+                     hints=HINTS["top_k_filter"], refuse=REFUSE["top_k_filter"])
 
 
 def check_nucleus_filter(nucleus_filter) -> bool:
@@ -103,6 +122,5 @@ def check_nucleus_filter(nucleus_filter) -> bool:
                 _compare(got, expected, f"nucleus_filter(logits {name}, top_p={top_p})", mistakes)
         return "top_p from 0.3 to 1 on peaked, tied and flat logits, as generate.filter_logits (the official rule)"
 
-    return run_check("nucleus_filter", check, hint="official recipe: sort the logits ascending, cumsum their "
-                     "softmax from the bottom, find the first position where it reaches 1 - top_p, keep every "
-                     "logit >= the logit there; -inf elsewhere.")
+    return run_check("nucleus_filter", check, answer=nucleus_filter,
+                     hints=HINTS["nucleus_filter"], refuse=REFUSE["nucleus_filter"])

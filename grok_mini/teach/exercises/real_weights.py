@@ -4,10 +4,28 @@ from __future__ import annotations
 
 import numpy as np
 
+from grok_mini.checkpoint import release_layout
 from grok_mini.quant import dequantize, quantize
 from grok_mini.teach.exercises import ExerciseFailed, call, expect_close, expect_equal, run_check
 
 __all__ = ["check_layer_order", "check_dequantize_blocks"]
+
+# One hint per further wrong attempt, from general to specific, in words: what to think about, never code.
+HINTS = {
+    "layer_order": (
+        "The files follow the order of the parameter tree, and that tree is sorted by module name.",
+        "Module names are strings, and strings sort character by character.",
+        "Sort the layer numbers by their module names as strings, not by the numbers.",
+    ),
+    "dequantize_blocks": (
+        "Each block of consecutive input rows shares one row of scales.",
+        "The blocks are contiguous: the first in/blocks rows use scale row 0, the next ones row 1; they "
+        "do not cycle.",
+        "Convert to float32 before multiplying (an int8 product overflows) and return float32.",
+    ),
+}
+# What would answer the exercise in one call (the package's own function, or a library's): refused.
+REFUSE = {"layer_order": (release_layout,), "dequantize_blocks": (dequantize,)}
 
 
 def _official_order(num_layers: int) -> list[int]:
@@ -30,13 +48,15 @@ def check_layer_order(layer_order) -> bool:
             mistakes = [
                 (list(range(num_layers)), "that is numeric order; the release sorts module *names* as strings, "
                                           "so 'decoder_layer_10' comes before 'decoder_layer_2'."),
-                (sorted(range(num_layers), key=str, reverse=True), "ascending string order, not descending."),
+                (sorted(range(num_layers), key=str, reverse=True), "ascending string order: not descending, "
+                                                                   "and not the numbers reversed."),
+                (list(range(num_layers))[::-1], "ascending string order: not descending, and not the numbers "
+                                                "reversed."),
             ]
             expect_equal(got, expected, what=f"layer_order({num_layers})", mistakes=mistakes)
         return "4, 12, 64 (Grok-1) and 105 layers: 0, 1, 10, 11, …, 19, 2, 20, …"
 
-    return run_check("layer_order", check, hint="sorted(range(num_layers), key=lambda n: f'decoder_layer_{n}') "
-                     "(or key=str).")
+    return run_check("layer_order", check, answer=layer_order, hints=HINTS["layer_order"], refuse=REFUSE["layer_order"])
 
 
 def check_dequantize_blocks(dequantize_blocks) -> bool:
@@ -69,6 +89,5 @@ def check_dequantize_blocks(dequantize_blocks) -> bool:
                          f"[{blocks}, {size_out}])", rtol=1e-6, atol=1e-7, mistakes=mistakes)
         return "1, 4 and 8 blocks, equal to quant.dequantize"
 
-    return run_check("dequantize_blocks", check, answer=dequantize_blocks, refuse=(dequantize,),
-                     hint="rows = weight.shape[0] // scales.shape[0]; "
-                     "weight.astype(float32) * np.repeat(scales, rows, axis=0).")
+    return run_check("dequantize_blocks", check, answer=dequantize_blocks,
+                     hints=HINTS["dequantize_blocks"], refuse=REFUSE["dequantize_blocks"])

@@ -9,6 +9,27 @@ from grok_mini.teach.exercises import ExerciseFailed, call, expect_close, run_ch
 
 __all__ = ["check_top2_route", "check_balance_loss", "reference_top2_route", "reference_balance_loss"]
 
+# One hint per further wrong attempt, from general to specific, in words: what to think about, never code.
+HINTS = {
+    "top2_route": (
+        "The router's probabilities are a softmax over all experts; the two chosen experts are the two "
+        "most likely.",
+        "Keep the two probabilities as they are: Grok-1 does not make the two gates sum to one.",
+        "Compute the softmax in float32, and give the most likely expert first and the second most likely "
+        "second.",
+    ),
+    "balance_loss": (
+        "Two numbers per expert: the share of the routing choices it receives, and its mean router "
+        "probability.",
+        "The shares of all experts add up to one: divide the counts by the number of tokens times the "
+        "experts chosen per token.",
+        "Multiply the sum over experts of share times probability by the number of experts, so that "
+        "perfect balance gives one.",
+    ),
+}
+# What would answer the exercise in one call (the package's own function, or a library's): refused.
+REFUSE = {"top2_route": (moe.route,), "balance_loss": (train.balance_loss, train.expert_load)}
+
 
 def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(-1, keepdims=True)
@@ -66,9 +87,8 @@ def check_top2_route(top2_route) -> bool:
             expect_close(gates, want_gates, what=f"gates (trial {trial})", rtol=1e-5, atol=1e-6, mistakes=mistakes)
         return "3 × 12 tokens: the right experts in order, gates = softmax over all 8, not renormalised"
 
-    return run_check("top2_route", check, answer=top2_route, refuse=(moe.route,),
-                     hint="probs = jax.nn.softmax(logits.astype(float32)); "
-                     "gates, ids = jax.lax.top_k(probs, 2).")
+    return run_check("top2_route", check, answer=top2_route,
+                     hints=HINTS["top2_route"], refuse=REFUSE["top2_route"])
 
 
 def reference_balance_loss(logits: np.ndarray, num_selected: int) -> float:
@@ -117,6 +137,5 @@ def check_balance_loss(balance_loss) -> bool:
                          rtol=1e-4, atol=1e-6, mistakes=mistakes)
         return "random, skewed and collapsed routing, top-1 and top-2"
 
-    return run_check("balance_loss", check, answer=balance_loss, refuse=(train.balance_loss,),
-                     hint="f = bincount(top-k ids) / (N·k); P = softmax(logits).mean(0); "
-                     "loss = E · sum(f · P).")
+    return run_check("balance_loss", check, answer=balance_loss,
+                     hints=HINTS["balance_loss"], refuse=REFUSE["balance_loss"])

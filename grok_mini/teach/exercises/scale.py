@@ -3,9 +3,34 @@
 from __future__ import annotations
 
 from grok_mini.config import GrokConfig, preset
+from grok_mini.config import GrokConfig as _Config
 from grok_mini.teach.exercises import ExerciseFailed, call, expect_equal, run_check
 
 __all__ = ["check_param_count", "check_kv_cache_bytes", "CONFIGS"]
+
+# One hint per further wrong attempt, from general to specific, in words: what to think about, never code.
+HINTS = {
+    "count_params": (
+        "Count one decoder layer first, then multiply by the number of layers; add what sits outside the "
+        "layers.",
+        "A layer holds the four attention projections (queries and outputs are wider than keys and values "
+        "under grouped-query attention), three matrices for every expert, the router and four norm "
+        "scales.",
+        "Outside the layers: one embedding table (input and output are tied, so it counts once) and the "
+        "final norm's scales; the expert width is the config's ffn_size, not widening_factor times the "
+        "width.",
+    ),
+    "kv_cache_bytes": (
+        "Write down what one token leaves behind in one layer, then scale up by layers, tokens and "
+        "sequences.",
+        "Each layer keeps a key vector and a value vector for every key/value head, not for every query "
+        "head.",
+        "Every stored number is a bfloat16 of two bytes, and keys and values are two separate tensors.",
+    ),
+}
+# What would answer the exercise in one call (the package's own function, or a library's): refused.
+REFUSE = {"count_params": (_Config.num_params, _Config.param_counts),
+          "kv_cache_bytes": (_Config.kv_cache_bytes_per_token,)}
 
 # Grok-1 itself, the presets, and one odd shape (1 K/V head, 3 of 5 experts, an FFN width that needs
 # rounding up to a multiple of 8) so that an answer hard-wired to Grok-1's numbers cannot pass.
@@ -68,8 +93,8 @@ def check_param_count(count_params) -> bool:
             expect_equal(got, c.num_params, what=f"count_params({name} config)", mistakes=mistakes)
         return f"{len(CONFIGS)} configs, Grok-1 = {CONFIGS['grok-1'].num_params:,}"
 
-    return run_check("count_params", check, hint="per layer: q, k, v, output projection, num_experts × 3 "
-                     "expert matrices, router, 4 norms; plus the embedding and the final norm.")
+    return run_check("count_params", check, answer=count_params,
+                     hints=HINTS["count_params"], refuse=REFUSE["count_params"])
 
 
 def check_kv_cache_bytes(kv_cache_bytes) -> bool:
@@ -95,6 +120,6 @@ def check_kv_cache_bytes(kv_cache_bytes) -> bool:
         grok = CONFIGS["grok-1"]
         return f"Grok-1 at 8,192 tokens: {grok.kv_cache_bytes_per_token() * 8192 / 2**30:.0f} GiB per sequence"
 
-    return run_check("kv_cache_bytes", check, hint="2 (keys and values) × num_layers × num_kv_heads × key_size "
-                     "× 2 bytes, per token and per sequence.")
+    return run_check("kv_cache_bytes", check, answer=kv_cache_bytes,
+                     hints=HINTS["kv_cache_bytes"], refuse=REFUSE["kv_cache_bytes"])
 

@@ -6,6 +6,26 @@ from grok_mini.teach.exercises import ExerciseFailed, call, expect_equal, run_ch
 
 __all__ = ["check_merge_pair", "check_decode_pieces", "MERGE_CASES", "DECODE_CASES"]
 
+# One hint per further wrong attempt, from general to specific, in words: what to think about, never code.
+HINTS = {
+    "merge_pair": (
+        "Walk the list once from the left, looking at each piece and its right neighbour.",
+        "When the pair matches, emit the joined piece and jump over both; otherwise emit the piece and "
+        "move on by one.",
+        "Compare whole pieces, not characters, merge every occurrence rather than the first, and return a "
+        "list.",
+    ),
+    "decode_pieces": (
+        "Pieces like <0xF0> stand for raw bytes; the others are text, with ▁ standing for a space.",
+        "Collect everything as bytes and decode the bytes as UTF-8 once at the end: one character can "
+        "span several byte pieces.",
+        "SentencePiece adds one space at the start of the text (add_dummy_prefix): remove exactly that "
+        "one space, not every leading space.",
+    ),
+}
+# What would answer the exercise in one call (the package's own function, or a library's): refused.
+REFUSE = {"merge_pair": (), "decode_pieces": ()}
+
 # (pieces, pair to merge, expected pieces): a word, repeated pairs, overlaps, no match, the last pair.
 MERGE_CASES = [
     (["▁", "t", "h", "e"], ("t", "h"), ["▁", "th", "e"]),
@@ -72,8 +92,7 @@ def check_merge_pair(merge_pair) -> bool:
             expect_equal(got, expected, what=f"merge_pair({pieces}, {pair})", mistakes=mistakes)
         return f"{len(MERGE_CASES)} cases, including overlapping pairs and pairs that do not occur"
 
-    return run_check("merge_pair", check, hint="walk i from 0: if (pieces[i], pieces[i+1]) == pair, append "
-                     "the joined piece and skip two; otherwise append pieces[i] and move one.")
+    return run_check("merge_pair", check, answer=merge_pair, hints=HINTS["merge_pair"], refuse=REFUSE["merge_pair"])
 
 
 def _decode_keeping_prefix(pieces):
@@ -116,5 +135,5 @@ def check_decode_pieces(decode_pieces) -> bool:
             expect_equal(got, expected, what=f"decode_pieces({pieces})", mistakes=mistakes)
         return f"{len(DECODE_CASES)} piece lists: words, digits, runs of spaces, code, byte fallback"
 
-    return run_check("decode_pieces", check, hint="build bytes: b'\\xF0' for a piece '<0xF0>', "
-                     "piece.replace('▁', ' ').encode() otherwise; decode the whole as UTF-8; drop one leading space.")
+    return run_check("decode_pieces", check, answer=decode_pieces,
+                     hints=HINTS["decode_pieces"], refuse=REFUSE["decode_pieces"])

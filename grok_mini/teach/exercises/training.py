@@ -6,10 +6,32 @@ import math
 
 import numpy as np
 import optax
+import optax as _optax
 
 from grok_mini.teach.exercises import ExerciseFailed, call, expect_close, run_check
 
 __all__ = ["check_next_token_loss", "check_learning_rate", "SCHEDULES"]
+
+# One hint per further wrong attempt, from general to specific, in words: what to think about, never code.
+HINTS = {
+    "next_token_loss": (
+        "The loss at each position is minus the log of the probability the model gave the right next "
+        "token.",
+        "Take a numerically stable log-softmax over the vocabulary axis (shift by the maximum first), in "
+        "natural log.",
+        "Average over every position of every sequence; do not sum.",
+    ),
+    "learning_rate": (
+        "Two phases: a linear warm-up from zero to the peak, then a decay over the rest of the run.",
+        "The decay follows half a cosine from the peak down to a floor, and stays at the floor after the "
+        "last step.",
+        "The floor is the peak times final_fraction, not zero; at the end of the warm-up the rate is "
+        "exactly the peak.",
+    ),
+}
+# What would answer the exercise in one call (the package's own function, or a library's): refused.
+REFUSE = {"next_token_loss": (_optax.softmax_cross_entropy_with_integer_labels,),
+          "learning_rate": (_optax.warmup_cosine_decay_schedule,)}
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -52,8 +74,8 @@ def check_next_token_loss(next_token_loss) -> bool:
                          rtol=1e-4, atol=1e-5, mistakes=mistakes)
         return "random logits, also large ones (a stable log-softmax), targets aligned with the logits"
 
-    return run_check("next_token_loss", check, hint="log_probs = jax.nn.log_softmax(logits, axis=-1); "
-                     "-jnp.take_along_axis(log_probs, targets[..., None], -1).mean().")
+    return run_check("next_token_loss", check, answer=next_token_loss,
+                     hints=HINTS["next_token_loss"], refuse=REFUSE["next_token_loss"])
 
 
 # (peak, warmup steps, total steps, final fraction): grok-mini's defaults and two others.
@@ -88,5 +110,5 @@ def check_learning_rate(learning_rate) -> bool:
                          atol=1e-6 * peak, mistakes=mistakes)
         return "3 schedules, warmup, cosine and the steps past the end, as optax.warmup_cosine_decay_schedule"
 
-    return run_check("learning_rate", check, hint="step < warmup: peak · step / warmup; after: p = min((step − "
-                     "warmup) / (total − warmup), 1), end = peak · final_fraction, end + (peak − end)·½(1 + cos(π·p)).")
+    return run_check("learning_rate", check, answer=learning_rate,
+                     hints=HINTS["learning_rate"], refuse=REFUSE["learning_rate"])
