@@ -395,7 +395,7 @@ def _classroom(args) -> None:
         for path in classroom.student_edition(args.source, args.out):
             print(path)
         return
-    rows = classroom.grade(args.source, args.out)
+    rows = classroom.grade(args.source, args.out, feedback=args.feedback)
     for student in sorted({r["student"] for r in rows}):
         mine = [r for r in rows if r["student"] == student]
         print(f"{student}: {sum(r['points'] for r in mine):g} / {sum(r['max_points'] for r in mine):g} points")
@@ -497,6 +497,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "SOURCE/<student>/NN_*.ipynb into the CSV file OUT")
     room.add_argument("source", help="the notebooks folder (student) or the submissions folder (grade)")
     room.add_argument("out", help="the folder for the student edition, or the grades CSV")
+    room.add_argument("--feedback", metavar="FOLDER", help="grade: also write each executed notebook, with the "
+                                                            "checkers' messages, to FOLDER/<student>/")
     room.set_defaults(run=_classroom)
 
     figs = commands.add_parser("figures", help="regenerate the PNGs in figures/ from the notebooks' plotting code")

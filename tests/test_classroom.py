@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import re
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -27,7 +29,7 @@ def check_double(double):
             expect_equal(call(double, x), 2 * x, what=f"double({x})",
                          mistakes=[(x + x + 1, "off by one"), (x * x, "you squared it")])
         return "three inputs"
-    return run_check("double", check, hint="multiply by two")'''
+    return run_check("double", check, hints=("think of doubling",))'''
 
 
 def notebook(answer: str) -> nbformat.NotebookNode:
@@ -52,7 +54,7 @@ def test_the_student_edition_strips_solutions_and_their_outputs(tmp_path):
     (f"    {classroom.STUB}", "not attempted", 0, ""),
     ("    return x * x", "failed", 0, "you squared it"),
     ("    return x + x + 1", "failed", 0, "off by one"),
-    ("    return 6", "failed", 0, ""),  # hard-coded for the first input only
+    ("    return 6", "failed", 0, "double(-4): expected -8, got 6"),  # hard-coded: no named mistake, what failed
 ])
 def test_grading_executes_submissions_and_names_the_mistake(tmp_path, body, status, points, mistake):
     submitted = ANSWER_CELL.replace("    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION", body)
@@ -63,3 +65,109 @@ def test_grading_executes_submissions_and_names_the_mistake(tmp_path, body, stat
         [("double", status, points, mistake)]
     with open(tmp_path / "grades.csv", newline="") as file:
         assert next(csv.DictReader(file))["student"] == "ada"
+
+
+# ---- the real notebooks: a student edition, executed as handed out, then graded with every answer --------
+
+ROOT = Path(__file__).resolve().parent.parent
+NOT_ATTEMPTED = "· {}: not attempted yet. Replace `raise NotImplementedError` in your function.\n"
+
+
+def _solution_lines() -> set[str]:
+    """The lines of code of every reference solution (long enough to be telling)."""
+    lines = set()
+    for path in (ROOT / "teacher" / "solutions").glob("[a-z]*.py"):
+        for line in path.read_text().splitlines():
+            code = line.split("  #")[0].strip()
+            if len(code) >= 16 and not code.startswith(("#", '"""', "def ", "import ", "from ")):
+                lines.add(code)
+    return lines
+
+
+def _text(output) -> str:
+    if output.get("output_type") == "stream":
+        return output.get("text", "")
+    if output.get("output_type") == "error":
+        return "\n".join([output.get("ename", ""), output.get("evalue", "")] + output.get("traceback", []))
+    return "\n".join(str(v) for k, v in output.get("data", {}).items() if k.startswith("text"))
+
+
+def _exercises(notebook) -> list[tuple[int, str, str]]:
+    """(index of the checker cell, exercise, the answer's function name) of every exercise in a notebook."""
+    found = []
+    for index, cell in enumerate(notebook.cells):
+        if classroom._nbgrader(cell).get("solution") and (m := re.match(r"def (\w+)\(", cell.source)):
+            found.append((index + 1, classroom._nbgrader(cell)["grade_id"], m.group(1)))
+    return found
+
+
+def _solution_module(exercise: str) -> str:
+    import teacher.solutions as solutions
+
+    for path in sorted(Path(solutions.__file__).parent.glob("[a-z]*.py")):
+        if re.search(rf"^def {exercise}\(", path.read_text(), re.M):
+            return f"teacher.solutions.{path.stem}"
+    raise LookupError(exercise)
+
+
+def _every_answer(notebook) -> tuple[nbformat.NotebookNode, dict[int, str]]:
+    """The notebook with, after each exercise's checker, the same checker on each listed mistake, on an
+    answer that calls the package, and on the reference solution: one run grades them all. Also
+    returns where the checkers of the untouched stubs now are ({cell index: exercise})."""
+    from teacher.mistakes import MISTAKES, USES_PACKAGE
+
+    cells = [nbformat.v4.new_code_cell(f"import sys\nsys.path.insert(0, {str(ROOT)!r})  # the teacher/ folder")]
+    exercises = {checker: (name, function) for checker, name, function in _exercises(notebook)}
+    stubs = {}
+    for index, cell in enumerate(notebook.cells):
+        cells.append(cell)
+        if index not in exercises:
+            continue
+        stubs[len(cells) - 1] = exercises[index][0]
+        name, function = exercises[index]
+        answers = [f"from teacher.mistakes import {wrong.__name__} as {function}" for _, wrong in MISTAKES[name]]
+        if name in USES_PACKAGE:
+            answers.append(f"from teacher.mistakes import USES_PACKAGE\n{function} = USES_PACKAGE[{name!r}]")
+        answers.append(f"from {_solution_module(name)} import {name} as {function}")
+        for answer in answers:
+            cells += [nbformat.v4.new_code_cell(answer), nbformat.v4.new_code_cell(cell.source, metadata=cell.metadata)]
+    notebook.cells = cells
+    return notebook, stubs
+
+
+def test_the_student_edition_of_the_notebooks_runs_gives_nothing_away_and_grades_every_answer(tmp_path):
+    from teacher.mistakes import MISTAKES, USES_PACKAGE
+
+    handout = classroom.student_edition(ROOT / "notebooks", tmp_path / "handout")
+    solution_lines = _solution_lines()
+    submitted = tmp_path / "submissions" / "every-answer"
+    submitted.mkdir(parents=True)
+    graded, stubs = set(), {}
+    for path in handout:
+        notebook = nbformat.read(path, as_version=4)
+        stored = "\n".join(_text(o) for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs)
+        assert [line for line in solution_lines if line in stored] == [], path.name
+        if exercises := _exercises(notebook):
+            filled, stubs[path.name] = _every_answer(notebook)
+            nbformat.write(filled, submitted / path.name)
+            graded |= {name for _, name, _ in exercises}
+    assert graded == set(MISTAKES)  # every exercise of tests/test_exercises.py is in a notebook
+
+    rows = classroom.grade(tmp_path / "submissions", tmp_path / "grades.csv", feedback=tmp_path / "feedback")
+    by_exercise: dict[str, list[dict]] = {}
+    for row in rows:
+        by_exercise.setdefault(row["exercise"], []).append(row)
+    for name, listed in MISTAKES.items():
+        got = by_exercise[name]
+        statuses = ["not attempted"] + ["failed"] * len(listed) + ["refused"] * (name in USES_PACKAGE) + ["passed"]
+        assert [r["status"] for r in got] == statuses, name
+        assert [r["points"] for r in got] == [0.0] * (len(statuses) - 1) + [1.0], name
+        for (words, wrong), row in zip(listed, got[1:], strict=False):
+            assert re.search(words, row["mistake"]), (name, wrong.__name__, row["mistake"])
+
+    # The stub, executed as handed out: "not attempted" and nothing more (no hint, no code).
+    for name, where in stubs.items():
+        cells = nbformat.read(tmp_path / "feedback" / "every-answer" / name, as_version=4).cells
+        for index, exercise in where.items():
+            printed = "".join(_text(o) for o in cells[index].outputs if o.output_type == "stream")
+            assert printed == NOT_ATTEMPTED.format(exercise), (name, exercise)  # (the cell's value: False)

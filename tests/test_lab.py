@@ -104,7 +104,7 @@ def test_wrong_predictions_say_how_without_the_answer_then_hint(capsys):
         assert str(right) not in str(first.value)
         with pytest.raises(exercises.ExerciseFailed) as second:
             check(wrong, SWEEP)
-        assert "Hint (after 2 wrong attempts)" in str(second.value)
+        assert "Hint 1 of 3" in str(second.value)
     with pytest.raises(exercises.ExerciseFailed, match="not an experiment"):
         lab.check_worst("nonsense", SWEEP)
     with pytest.raises(exercises.ExerciseFailed, match="too small"):

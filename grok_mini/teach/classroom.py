@@ -69,11 +69,12 @@ def _points(notebook) -> dict[int, float]:
     return {i: float(_nbgrader(cell).get("points", 1)) for i, cell in enumerate(notebook.cells)}
 
 
-def grade_notebook(path: str | Path, *, timeout: float = 600) -> list[dict]:
+def grade_notebook(path: str | Path, *, timeout: float = 600, feedback: str | Path | None = None) -> list[dict]:
     """Execute one completed notebook cell by cell and return its verdicts, each with its cell's index.
 
     A cell that raises (a wrong answer raises ExerciseFailed) does not stop the rest: every
-    exercise is graded on its own.
+    exercise is graded on its own. `feedback`: where to write the executed notebook, with every
+    checker's message, to hand back to the student.
     """
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
@@ -99,6 +100,8 @@ def grade_notebook(path: str | Path, *, timeout: float = 600) -> list[dict]:
                         pass  # the verdict it wrote still counts
                     lines = gradebook.read_text().splitlines()
                     verdicts += [dict(json.loads(line), cell=index) for line in lines[len(verdicts):] if line.strip()]
+            if feedback is not None:
+                nbformat.write(notebook, feedback)
         finally:
             if previous is None:
                 os.environ.pop(GRADEBOOK_VARIABLE, None)
@@ -108,18 +111,23 @@ def grade_notebook(path: str | Path, *, timeout: float = 600) -> list[dict]:
 
 
 def grade(submissions: str | Path, out: str | Path, *, expected: dict[str, list[str]] | None = None,
-          timeout: float = 600) -> list[dict]:
+          timeout: float = 600, feedback: str | Path | None = None) -> list[dict]:
     """Grade `submissions/<student>/<NN_name>.ipynb`; write and return one row per student and exercise.
 
     `expected` ({notebook name: [exercise names]}) lists the exercises that must appear, so one a
     student never reached (the notebook stopped earlier) gets a row "not run" with 0 points.
+    `feedback`: a folder that receives `<student>/<NN_name>.ipynb` executed, with the checkers' messages.
     """
     rows = []
     for student in sorted(p for p in Path(submissions).iterdir() if p.is_dir()):
         for path in sorted(student.glob("[0-9][0-9]_*.ipynb")):
             points = _points(nbformat.read(path, as_version=4))
             seen = set()
-            for verdict in grade_notebook(path, timeout=timeout):
+            returned = None
+            if feedback is not None:
+                (Path(feedback) / student.name).mkdir(parents=True, exist_ok=True)
+                returned = Path(feedback) / student.name / path.name
+            for verdict in grade_notebook(path, timeout=timeout, feedback=returned):
                 worth = points.get(verdict.get("cell", -1), 1.0)
                 seen.add(verdict["exercise"])
                 rows.append(dict(student=student.name, notebook=path.name, exercise=verdict["exercise"],

@@ -190,7 +190,7 @@ def plot_imbalance(out) -> Figure:
 # ==== the prediction exercises ========================================================================
 # Each takes the student's prediction (None until they write one) and the sweep folder. The
 # answer is printed only once the prediction is right; a wrong one is told how it is wrong
-# (never the answer), and from the second wrong attempt run_check adds the general hint.
+# (never the answer), and each further wrong attempt run_check adds one more hint.
 
 
 def _predicted(name: str, prediction, variable: str) -> bool:
@@ -222,8 +222,9 @@ def check_worst(prediction, out, *, variable: str = "worst") -> bool:
         return (f"{worst} ends at {means[worst]:.2f} nats, {gap:.2f} behind grok-1, more than the seeds' spread: "
                 "each token gets one expert's width instead of two")
     return run_check("the worst experiment", check,
-                     hint="Which change takes work away from every token, not just a safeguard? "
-                          "Compare the active parameters per token of the experiments.")
+                     hints=("Which change takes work away from every token, not just a safeguard?",
+                            "Compare the active parameters per token of the experiments.",
+                            "One of them gives each token one expert's width instead of two."))
 
 
 def check_seed_spread(prediction, out, *, tolerance: float = 0.05, variable: str = "spread") -> bool:
@@ -242,9 +243,10 @@ def check_seed_spread(prediction, out, *, tolerance: float = 0.05, variable: str
         return (f"the seeds end {spread:.2f} nats apart; only {len(moved)} of {len(means) - 1} switches "
                 f"({', '.join(moved)}) move the mean by more")
     return run_check("the seed spread", check,
-                     hint="A seed changes only the initial weights and the order of the batches. After 100 "
-                          "steps the loss still falls by about 0.1 nats every 10 steps: is a seed worth "
-                          "more or less than ten steps?")
+                     hints=("A seed changes only the initial weights and the order of the batches.",
+                            "After 100 steps the loss still falls by about 0.1 nats every 10 steps: is a seed "
+                            "worth more or less than ten steps?",
+                            "Read the seed 0 / seed 1 range of grok-1 in the table above."))
 
 
 def check_flops_ratio(prediction, out, *, tolerance: float = 0.03, variable: str = "ratio") -> bool:
@@ -265,7 +267,9 @@ def check_flops_ratio(prediction, out, *, tolerance: float = 0.03, variable: str
         return (f"{ratio:.3f}: one expert is {1 - ratio:.0%} of grok-1's work a token and top-1 drops it; "
                 "attention, the router and the output projection stay")
     return run_check("the FLOPs ratio", check,
-                     hint="Write the FLOPs a token as 2 × (layers × (attention projections + k × 3·d·f + d·E + "
-                          "scores) + vocab × d) with d=128, f=176, k=2 (top-1: k=1), E=8, 4 layers, 4 query and 2 "
-                          "key/value heads of 32, vocab 2048, 64 tokens of context; or read "
-                          "GrokConfig.flops_per_token.")
+                     hints=("Top-1 halves only the experts' work a token: what else does a token cost?",
+                            "Add up, per layer, the attention projections, the selected experts' three matrices, "
+                            "the router and the attention scores, then the tied output projection once.",
+                            "The toy has width 128, expert width 176, 8 experts, 4 layers, 4 query and 2 key/value "
+                            "heads of 32, a vocabulary of 2048 and 64 tokens of context; the config's "
+                            "flops_per_token method does the sum."))
