@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ExerciseFailed", "NotAttempted", "Refused", "run_check",
+__all__ = ["ExerciseFailed", "NotAttempted", "Refused", "run_check", "check_prediction",
            "call", "expect_close", "expect_equal", "GRADEBOOK_VARIABLE"]
 
 
@@ -270,3 +270,33 @@ def expect_close(got: Any, expected: np.ndarray, *, what: str, rtol: float = 1e-
     raise _failed(f"{what}: values differ, e.g. at index {tuple(int(i) for i in worst)} expected "
                   f"{expected[worst]:.6g}, got {got_array[worst]:.6g} "
                   f"(max |difference| {np.max(np.abs(got_array - expected)):.3g})", mistake)
+
+
+def check_prediction(name: str, prediction, truth: float, *, tolerance: float, why: str,
+                     mistakes: Iterable[tuple[float, str]] = (), hints: Sequence[str], variable: str) -> bool:
+    """A prediction exercise: the student writes a number into `variable` before the notebook computes it.
+
+    `truth` is computed by the checker when it runs (never stored in the notebook); a prediction
+    within `tolerance` of it passes and only then is told the value and `why`. A wrong one is told
+    "too large" or "too small", or, when it is within `tolerance` of one of `mistakes`' values,
+    what that reasoning missed; never the value. None (the stub) is "not attempted".
+    """
+    if prediction is None:
+        print(f"· {name}: not attempted yet. Set `{variable}` to your prediction and run the cell again.")
+        _record(name, "not attempted")
+        return False
+
+    def check():
+        try:
+            value = float(prediction)
+        except (TypeError, ValueError):
+            raise ExerciseFailed(f"`{variable}` should be a number, got {type(prediction).__name__}") from None
+        if abs(value - truth) <= tolerance:
+            return f"{truth:.4g}: {why}"
+        for wrong, mistake in mistakes:
+            if abs(value - wrong) <= tolerance:
+                raise _failed(f"{value:g} is not it", mistake)
+        raise ExerciseFailed(f"{value:g} is {'too large' if value > truth else 'too small'}"
+                             f" (by more than {tolerance:g})")
+
+    return run_check(name, check, hints=hints)
