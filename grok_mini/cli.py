@@ -395,7 +395,7 @@ def _classroom(args) -> None:
         for path in classroom.student_edition(args.source, args.out):
             print(path)
         return
-    rows = classroom.grade(args.source, args.out, feedback=args.feedback)
+    rows = classroom.grade(args.source, args.out, feedback=args.feedback, workdir=args.workdir)
     for student in sorted({r["student"] for r in rows}):
         mine = [r for r in rows if r["student"] == student]
         print(f"{student}: {sum(r['points'] for r in mine):g} / {sum(r['max_points'] for r in mine):g} points")
@@ -499,6 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
     room.add_argument("out", help="the folder for the student edition, or the grades CSV")
     room.add_argument("--feedback", metavar="FOLDER", help="grade: also write each executed notebook, with the "
                                                             "checkers' messages, to FOLDER/<student>/")
+    room.add_argument("--workdir", metavar="FOLDER", help="grade: run every notebook in FOLDER (e.g. the student "
+                                                          "edition, whose data/ the notebooks read; default: "
+                                                          "each student's folder)")
     room.set_defaults(run=_classroom)
 
     figs = commands.add_parser("figures", help="regenerate the PNGs in figures/ from the notebooks' plotting code")

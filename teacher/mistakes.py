@@ -488,3 +488,19 @@ def hard_coded(solution):
             first.append(out)
         return first[0]
     return answer
+
+
+# Wrong predictions: (words the checker's message must match, the value as an expression in the notebook).
+WRONG_PREDICTIONS = {
+    "active_expert_share": [("share of all parameters", "0.98"), ("share of the experts a token uses", "0.25"),
+                            ("leaves unused", "0.75")],
+    "buggy_line": [("combining the two rules", "6"), ("pad keys are the tokens", "5"), ("query positions", "2"),
+                   ("key positions", "3")],
+    "renormalised_change": [("only after rms_norm_3", "0.0"), ("uniform router", "3.0"), ("one half", "1.0")],
+    "first_misordered": [("every name has one digit", "10"), ("first two-digit name", "20"),
+                         ("much smaller models", "64")],
+    "lab_worst": [("is not the worst", "'no balance loss'"), ("is not the worst", "'dense'"),
+                  ("is not an experiment", "'top-2'")],
+    "lab_seed_spread": [("too small", "0.0"), ("too large", "0.5"), ("should be a number", "'small'")],
+    "lab_flops_ratio": [("halves only the experts' work", "0.5"), ("too large", "1.0"), ("too small", "0.25")],
+}

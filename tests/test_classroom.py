@@ -71,6 +71,7 @@ def test_grading_executes_submissions_and_names_the_mistake(tmp_path, body, stat
 
 ROOT = Path(__file__).resolve().parent.parent
 NOT_ATTEMPTED = "· {}: not attempted yet. Replace `raise NotImplementedError` in your function.\n"
+NOT_PREDICTED = "· {}: not attempted yet. Set `{}` to your prediction and run the cell again.\n"
 
 
 def _solution_lines() -> set[str]:
@@ -93,11 +94,11 @@ def _text(output) -> str:
 
 
 def _exercises(notebook) -> list[tuple[int, str, str]]:
-    """(index of the checker cell, exercise, the answer's function name) of every exercise in a notebook."""
+    """(index of the checker cell, exercise, the answer's function or variable name) of every exercise."""
     found = []
     for index, cell in enumerate(notebook.cells):
-        if classroom._nbgrader(cell).get("solution") and (m := re.match(r"def (\w+)\(", cell.source)):
-            found.append((index + 1, classroom._nbgrader(cell)["grade_id"], m.group(1)))
+        if classroom._nbgrader(cell).get("solution") and (m := re.match(r"def (\w+)\(|(\w+) = None\b", cell.source)):
+            found.append((index + 1, classroom._nbgrader(cell)["grade_id"], m.group(1) or m.group(2)))
     return found
 
 
@@ -114,7 +115,8 @@ def _every_answer(notebook) -> tuple[nbformat.NotebookNode, dict[int, str]]:
     """The notebook with, after each exercise's checker, the same checker on each listed mistake, on an
     answer that calls the package, and on the reference solution: one run grades them all. Also
     returns where the checkers of the untouched stubs now are ({cell index: exercise})."""
-    from teacher.mistakes import MISTAKES, USES_PACKAGE
+    from teacher.mistakes import MISTAKES, USES_PACKAGE, WRONG_PREDICTIONS
+    from teacher.solutions.predictions import ANSWERS
 
     cells = [nbformat.v4.new_code_cell(f"import sys\nsys.path.insert(0, {str(ROOT)!r})  # the teacher/ folder")]
     exercises = {checker: (name, function) for checker, name, function in _exercises(notebook)}
@@ -125,10 +127,14 @@ def _every_answer(notebook) -> tuple[nbformat.NotebookNode, dict[int, str]]:
             continue
         stubs[len(cells) - 1] = exercises[index][0]
         name, function = exercises[index]
-        answers = [f"from teacher.mistakes import {wrong.__name__} as {function}" for _, wrong in MISTAKES[name]]
-        if name in USES_PACKAGE:
-            answers.append(f"from teacher.mistakes import USES_PACKAGE\n{function} = USES_PACKAGE[{name!r}]")
-        answers.append(f"from {_solution_module(name)} import {name} as {function}")
+        if name in ANSWERS:  # a prediction: `function` is the variable the student sets
+            values = [value for _, value in WRONG_PREDICTIONS[name]] + [ANSWERS[name]]
+            answers = [f"{function} = {value}" for value in values]
+        else:
+            answers = [f"from teacher.mistakes import {wrong.__name__} as {function}" for _, wrong in MISTAKES[name]]
+            if name in USES_PACKAGE:
+                answers.append(f"from teacher.mistakes import USES_PACKAGE\n{function} = USES_PACKAGE[{name!r}]")
+            answers.append(f"from {_solution_module(name)} import {name} as {function}")
         for answer in answers:
             cells += [nbformat.v4.new_code_cell(answer), nbformat.v4.new_code_cell(cell.source, metadata=cell.metadata)]
     notebook.cells = cells
@@ -136,38 +142,42 @@ def _every_answer(notebook) -> tuple[nbformat.NotebookNode, dict[int, str]]:
 
 
 def test_the_student_edition_of_the_notebooks_runs_gives_nothing_away_and_grades_every_answer(tmp_path):
-    from teacher.mistakes import MISTAKES, USES_PACKAGE
+    from teacher.mistakes import MISTAKES, USES_PACKAGE, WRONG_PREDICTIONS
+    from teacher.solutions.predictions import NAMES
 
     handout = classroom.student_edition(ROOT / "notebooks", tmp_path / "handout")
     solution_lines = _solution_lines()
     submitted = tmp_path / "submissions" / "every-answer"
     submitted.mkdir(parents=True)
-    graded, stubs = set(), {}
+    graded, stubs, variable = set(), {}, {}
     for path in handout:
         notebook = nbformat.read(path, as_version=4)
         stored = "\n".join(_text(o) for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs)
         assert [line for line in solution_lines if line in stored] == [], path.name
+        variable.update({name: var for _, name, var in _exercises(notebook)})
         if exercises := _exercises(notebook):
             filled, stubs[path.name] = _every_answer(notebook)
             nbformat.write(filled, submitted / path.name)
             graded |= {name for _, name, _ in exercises}
-    assert graded == set(MISTAKES)  # every exercise of tests/test_exercises.py is in a notebook
+    assert graded == set(MISTAKES) | set(WRONG_PREDICTIONS)  # every listed exercise is in a notebook, and no other
 
-    rows = classroom.grade(tmp_path / "submissions", tmp_path / "grades.csv", feedback=tmp_path / "feedback")
+    rows = classroom.grade(tmp_path / "submissions", tmp_path / "grades.csv", feedback=tmp_path / "feedback",
+                           workdir=tmp_path / "handout")  # the handout's data/, copied by student_edition
     by_exercise: dict[str, list[dict]] = {}
     for row in rows:
         by_exercise.setdefault(row["exercise"], []).append(row)
-    for name, listed in MISTAKES.items():
-        got = by_exercise[name]
+    for name, listed in {**MISTAKES, **WRONG_PREDICTIONS}.items():
+        got = by_exercise[NAMES.get(name, name)]
         statuses = ["not attempted"] + ["failed"] * len(listed) + ["refused"] * (name in USES_PACKAGE) + ["passed"]
         assert [r["status"] for r in got] == statuses, name
         assert [r["points"] for r in got] == [0.0] * (len(statuses) - 1) + [1.0], name
         for (words, wrong), row in zip(listed, got[1:], strict=False):
-            assert re.search(words, row["mistake"]), (name, wrong.__name__, row["mistake"])
+            assert re.search(words, row["mistake"]), (name, wrong, row["mistake"])
 
     # The stub, executed as handed out: "not attempted" and nothing more (no hint, no code).
     for name, where in stubs.items():
         cells = nbformat.read(tmp_path / "feedback" / "every-answer" / name, as_version=4).cells
         for index, exercise in where.items():
             printed = "".join(_text(o) for o in cells[index].outputs if o.output_type == "stream")
-            assert printed == NOT_ATTEMPTED.format(exercise), (name, exercise)  # (the cell's value: False)
+            shown = NAMES.get(exercise, exercise)  # (the cell's value, False, is not printed)
+            assert printed in (NOT_ATTEMPTED.format(shown), NOT_PREDICTED.format(shown, variable[exercise])), exercise

@@ -241,3 +241,61 @@ def test_verdicts_reach_the_gradebook(tmp_path, monkeypatch):
     verdicts = [json.loads(line) for line in gradebook.read_text().splitlines()]
     assert [(v["exercise"], v["status"]) for v in verdicts] == [("rms_norm", "passed"), ("rms_norm", "failed")]
     assert verdicts[1]["mistake"]  # the recognised mistake is named
+
+
+# ---- the prediction exercises: the truth, computed here independently, passes; each listed wrong value is
+# rejected and named; the untouched stub (None) is "not attempted" ---------------------------------------------
+
+
+def _buggy_mask(tokens, pad_token, *, fixed_line: int | None = None):
+    """Notebook 04's buggy_attention_mask, with one line (by its number) replaced by the right rule."""
+    length = tokens.shape[-1]
+    query, key = jnp.arange(length)[:, None], jnp.arange(length)[None, :]
+    causal = key <= query if fixed_line == 4 else key < query
+    return causal[None] & (tokens != pad_token)[:, None, :]
+
+
+def _prediction_cases():
+    from grok_mini import moe
+    from grok_mini.config import preset
+    from grok_mini.layers import attention_mask
+
+    grok = preset("grok-1")
+    d, f, experts = grok.emb_size, grok.ffn_size, grok.num_layers * grok.num_experts * 3 * grok.emb_size * grok.ffn_size
+    assert experts == grok.num_layers * grok.num_experts * 3 * d * f
+    active = grok.num_params - experts * 6 // 8
+    tokens = jnp.array([[17, 42, 7, 99, 0, 0]])
+    positions = jnp.arange(6)[None]
+    right = attention_mask(positions, positions, tokens != 0)
+    # The bug is the line whose fix gives the package's mask, and no other line is involved.
+    assert not np.array_equal(_buggy_mask(tokens, 0), right)
+    assert np.array_equal(_buggy_mask(tokens, 0, fixed_line=4), right)
+    layer = _tiny_model().decoder_layers[0]
+    x = jax.random.normal(jax.random.key(3), (64, TINY.emb_size))
+    gates, ids = moe.route(layer.moe.router(x), 2)
+    out = np.asarray(moe.dense_moe(layer.moe.experts, x, moe.gate_matrix(gates, ids, TINY.num_experts)), np.float64)
+    factor = 1 / np.asarray(gates, np.float64).sum(-1, keepdims=True)  # renormalising: × 1 / (g1 + g2) per token
+    change = np.linalg.norm((factor - 1) * out) / np.linalg.norm(out)
+    first = next(n for n in range(1, 100) if [str(i) for i in range(n)] != sorted(str(i) for i in range(n)))
+    return {
+        "active_expert_share": (scale.check_active_expert_share, (), experts / 4 / active),
+        "buggy_line": (attention.check_buggy_line, (), 4),
+        "renormalised_change": (routing.check_renormalised_change, (layer, x), change),
+        "first_misordered": (real_weights.check_first_misordered, (), first),
+    }
+
+
+def test_prediction_checkers_accept_the_truth_and_name_each_listed_wrong_value(capsys, monkeypatch):
+    from grok_mini.teach import exercises
+    from teacher.mistakes import WRONG_PREDICTIONS
+
+    for name, (checker, extra, truth) in _prediction_cases().items():
+        assert checker(None, *extra) is False
+        assert "not attempted yet" in capsys.readouterr().out
+        assert checker(truth, *extra) is True, name
+        assert capsys.readouterr().out.startswith(f"✓ {name}: passed")
+        assert len(WRONG_PREDICTIONS[name]) >= 3
+        for words, value in WRONG_PREDICTIONS[name]:
+            monkeypatch.setattr(exercises, "_attempts", {})
+            with pytest.raises(ExerciseFailed, match=words):
+                checker(eval(value), *extra)  # the teacher's list holds values as expressions

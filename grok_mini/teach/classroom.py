@@ -23,6 +23,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -47,9 +48,15 @@ def strip_solutions(source: str) -> str:
 
 
 def student_edition(notebooks: str | Path, out: str | Path) -> list[Path]:
-    """Write the student edition of every NN_*.ipynb in `notebooks` to `out`; returns the files written."""
+    """Write the student edition of every NN_*.ipynb in `notebooks` to `out`; returns the files written.
+
+    The stored data the notebooks read (`notebooks/data/`: training histories, the lab's sweep) is
+    copied beside them; nothing else (no solutions) is.
+    """
     notebooks, out = Path(notebooks), Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if (notebooks / "data").is_dir():
+        shutil.copytree(notebooks / "data", out / "data", dirs_exist_ok=True)
     written = []
     for path in sorted(notebooks.glob("[0-9][0-9]_*.ipynb")):
         notebook = nbformat.read(path, as_version=4)
@@ -69,12 +76,14 @@ def _points(notebook) -> dict[int, float]:
     return {i: float(_nbgrader(cell).get("points", 1)) for i, cell in enumerate(notebook.cells)}
 
 
-def grade_notebook(path: str | Path, *, timeout: float = 600, feedback: str | Path | None = None) -> list[dict]:
+def grade_notebook(path: str | Path, *, timeout: float = 600, feedback: str | Path | None = None,
+                   workdir: str | Path | None = None) -> list[dict]:
     """Execute one completed notebook cell by cell and return its verdicts, each with its cell's index.
 
     A cell that raises (a wrong answer raises ExerciseFailed) does not stop the rest: every
     exercise is graded on its own. `feedback`: where to write the executed notebook, with every
-    checker's message, to hand back to the student.
+    checker's message, to hand back to the student. `workdir`: the folder the notebook runs in
+    (default: its own), e.g. the course's notebooks/ folder, whose data/ some notebooks read.
     """
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
@@ -89,7 +98,7 @@ def grade_notebook(path: str | Path, *, timeout: float = 600, feedback: str | Pa
         os.environ[GRADEBOOK_VARIABLE] = str(gradebook)  # the kernel inherits it
         try:
             client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
-                                    resources={"metadata": {"path": str(path.parent)}})
+                                    resources={"metadata": {"path": str(workdir or path.parent)}})
             with client.setup_kernel():
                 for index, cell in enumerate(notebook.cells):
                     if cell.cell_type != "code":
@@ -111,12 +120,13 @@ def grade_notebook(path: str | Path, *, timeout: float = 600, feedback: str | Pa
 
 
 def grade(submissions: str | Path, out: str | Path, *, expected: dict[str, list[str]] | None = None,
-          timeout: float = 600, feedback: str | Path | None = None) -> list[dict]:
+          timeout: float = 600, feedback: str | Path | None = None, workdir: str | Path | None = None) -> list[dict]:
     """Grade `submissions/<student>/<NN_name>.ipynb`; write and return one row per student and exercise.
 
     `expected` ({notebook name: [exercise names]}) lists the exercises that must appear, so one a
     student never reached (the notebook stopped earlier) gets a row "not run" with 0 points.
     `feedback`: a folder that receives `<student>/<NN_name>.ipynb` executed, with the checkers' messages.
+    `workdir`: the folder every notebook runs in (default: the student's folder).
     """
     rows = []
     for student in sorted(p for p in Path(submissions).iterdir() if p.is_dir()):
@@ -127,7 +137,7 @@ def grade(submissions: str | Path, out: str | Path, *, expected: dict[str, list[
             if feedback is not None:
                 (Path(feedback) / student.name).mkdir(parents=True, exist_ok=True)
                 returned = Path(feedback) / student.name / path.name
-            for verdict in grade_notebook(path, timeout=timeout, feedback=returned):
+            for verdict in grade_notebook(path, timeout=timeout, feedback=returned, workdir=workdir):
                 worth = points.get(verdict.get("cell", -1), 1.0)
                 seen.add(verdict["exercise"])
                 rows.append(dict(student=student.name, notebook=path.name, exercise=verdict["exercise"],

@@ -202,6 +202,14 @@ def _predicted(name: str, prediction, variable: str) -> bool:
     return False
 
 
+def _number(prediction, variable: str) -> float:
+    try:
+        return float(prediction)
+    except (TypeError, ValueError):
+        raise ExerciseFailed(f"`{variable}` should be a number, got {type(prediction).__name__} "
+                             f"{prediction!r}") from None
+
+
 def check_worst(prediction, out, *, variable: str = "worst") -> bool:
     """Exercise 1: the name of the experiment with the highest final held-out loss (mean over seeds)."""
     if not _predicted("the worst experiment", prediction, variable):
@@ -233,7 +241,7 @@ def check_seed_spread(prediction, out, *, tolerance: float = 0.05, variable: str
         return False
 
     def check():
-        value = float(prediction)
+        value = _number(prediction, variable)
         spread = seed_spread(out)
         if abs(value - spread) > tolerance:
             direction = "too large" if value > spread else "too small"
@@ -255,7 +263,7 @@ def check_flops_ratio(prediction, out, *, tolerance: float = 0.03, variable: str
         return False
 
     def check():
-        value = float(prediction)
+        value = _number(prediction, variable)
         flops = {row["experiment"]: row["flops_per_token"] for row in final_table(out)}
         ratio = flops["top-1"] / flops["grok-1"]
         if abs(value - ratio) > tolerance:

@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from grok_mini.config import GrokConfig
-from grok_mini.teach.exercises import call, expect_close, expect_equal, run_check
+from grok_mini.teach.exercises import call, check_prediction, expect_close, expect_equal, run_check
 
-__all__ = ["check_kv_head", "check_attention", "reference_attention"]
+__all__ = ["check_buggy_line", "check_kv_head", "check_attention", "reference_attention"]
 
 # One hint per further wrong attempt, from general to specific, in words: what to think about, never code.
 HINTS = {
@@ -113,3 +113,25 @@ def check_attention(attention) -> bool:
         return "GQA grouping, 1/√d, 30·tanh cap, causal and padding masks"
 
     return run_check("attention", check, answer=attention, hints=HINTS["attention"], refuse=REFUSE["attention"])
+
+
+# The line of notebook 04's `buggy_attention_mask` that is wrong (its lines are numbered in comments).
+_BUGGY_LINE = 4
+
+
+def check_buggy_line(bug) -> bool:
+    """Exercise 3 (find the bug): the number of the wrong line of `buggy_attention_mask`."""
+    return check_prediction(
+        "buggy_line", bug, _BUGGY_LINE, tolerance=0, variable="bug",
+        why="key < query hides each token from itself; the causal rule is key <= query. Query 0 then sees no key at "
+            "all, and a softmax over nothing but -1e30 spreads its weight evenly over every key, pads included",
+        mistakes=[(6, "combining the two rules with & over [B, T, S] is right: a key must be both earlier (or the "
+                      "same) and not padding"),
+                  (5, "pad keys are the tokens equal to pad_token; that rule is right"),
+                  (2, "the query positions along the rows, 0 … T − 1, are right (and so are the keys along the "
+                      "columns)"),
+                  (3, "the key positions along the columns, 0 … S − 1, are right (and so are the queries along the "
+                      "rows)")],
+        hints=("Look at the diagonal of the printed mask: may a token attend to itself?",
+               "The causal rule compares a key's position with the query's position.",
+               "Which comparison lets position 0 see position 0?"))

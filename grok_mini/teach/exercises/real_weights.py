@@ -6,9 +6,9 @@ import numpy as np
 
 from grok_mini.checkpoint import release_layout
 from grok_mini.quant import dequantize, quantize
-from grok_mini.teach.exercises import ExerciseFailed, call, expect_close, expect_equal, run_check
+from grok_mini.teach.exercises import ExerciseFailed, call, check_prediction, expect_close, expect_equal, run_check
 
-__all__ = ["check_layer_order", "check_dequantize_blocks"]
+__all__ = ["check_first_misordered", "check_layer_order", "check_dequantize_blocks"]
 
 # One hint per further wrong attempt, from general to specific, in words: what to think about, never code.
 HINTS = {
@@ -91,3 +91,18 @@ def check_dequantize_blocks(dequantize_blocks) -> bool:
 
     return run_check("dequantize_blocks", check, answer=dequantize_blocks,
                      hints=HINTS["dequantize_blocks"], refuse=REFUSE["dequantize_blocks"])
+
+
+def check_first_misordered(layers) -> bool:
+    """Exercise 3 (predict): the fewest layers for which the release's file order differs from numeric order."""
+    truth = next(n for n in range(1, 1000) if sorted(range(n), key=lambda i: f"decoder_layer_{i}") != list(range(n)))
+    return check_prediction(
+        "first_misordered", layers, truth, tolerance=0, variable="layers",
+        why="layer 10 is the first two-digit name, and 'decoder_layer_10' sorts before 'decoder_layer_2'; so a loader "
+            "tested on a model of 10 layers or fewer can never see the bug (the conformance fixture has 4)",
+        mistakes=[(truth - 1, "with that many layers every name has one digit, and one-digit names sort like numbers"),
+                  (20, "the first two-digit name already sorts before 'decoder_layer_2'"),
+                  (64, "Grok-1 shows it, but much smaller models already do")],
+        hints=("Strings sort character by character: where does the first name with two digits go?",
+               "Which is the first layer number with two digits, and which names does it sort before?",
+               "Count the layers of the smallest model that has that layer."))

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from grok_mini import moe, train
-from grok_mini.teach.exercises import ExerciseFailed, call, expect_close, run_check
+from grok_mini.teach.exercises import ExerciseFailed, call, check_prediction, expect_close, run_check
 
-__all__ = ["check_top2_route", "check_balance_loss", "reference_top2_route", "reference_balance_loss"]
+__all__ = ["check_renormalised_change", "check_top2_route", "check_balance_loss", "reference_top2_route",
+           "reference_balance_loss"]
 
 # One hint per further wrong attempt, from general to specific, in words: what to think about, never code.
 HINTS = {
@@ -139,3 +140,27 @@ def check_balance_loss(balance_loss) -> bool:
 
     return run_check("balance_loss", check, answer=balance_loss,
                      hints=HINTS["balance_loss"], refuse=REFUSE["balance_loss"])
+
+
+def check_renormalised_change(change, layer, x) -> bool:
+    """Exercise 3 (change the architecture): the relative change of the MoE output, before rms_norm_3, when the
+    top-2 gates are renormalised to sum to 1 — as a layer without the post-MoE norm would pass it on."""
+    import jax.numpy as jnp
+
+    gates, ids = moe.route(layer.moe.router(x), 2)
+    weights = moe.gate_matrix(gates, ids, layer.moe.router.w.shape[-1])
+    out = moe.dense_moe(layer.moe.experts, x, weights)
+    renormalised = moe.dense_moe(layer.moe.experts, x, weights / weights.sum(-1, keepdims=True))
+    truth = float(jnp.linalg.norm(renormalised - out) / jnp.linalg.norm(out))
+    return check_prediction(
+        "renormalised_change", change, truth, tolerance=0.12, variable="change",
+        why="each token's output grows by 1 / (g1 + g2); with gates summing to about 0.57 that is about 1.75×, a 75 % "
+            "change that nothing undoes without rms_norm_3, so Mixtral-style gates are a different model there",
+        mistakes=[(0.0, "no change holds only after rms_norm_3, which removes any per-token scale; before it (or in a "
+                        "model without it) the output is multiplied by 1 / (g1 + g2)"),
+                  (3.0, "that assumes a uniform router (two gates of 1/8 each); these gates sum to more than that, as "
+                        "printed in section 2"),
+                  (1.0, "that would need gates summing to one half; read the mean gate sum printed in section 2")],
+        hints=("The MoE output is linear in the gates: what does dividing both gates by their sum do to it?",
+               "Each token's output is multiplied by one number, one over the sum of its two gates.",
+               "Section 2 printed the mean sum of the two gates; the relative change is about one over it, minus one."))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from grok_mini.config import GrokConfig, preset
 from grok_mini.config import GrokConfig as _Config
-from grok_mini.teach.exercises import ExerciseFailed, call, expect_equal, run_check
+from grok_mini.teach.exercises import ExerciseFailed, call, check_prediction, expect_equal, run_check
 
-__all__ = ["check_param_count", "check_kv_cache_bytes", "CONFIGS"]
+__all__ = ["check_param_count", "check_kv_cache_bytes", "check_active_expert_share", "CONFIGS"]
 
 # One hint per further wrong attempt, from general to specific, in words: what to think about, never code.
 HINTS = {
@@ -123,3 +123,24 @@ def check_kv_cache_bytes(kv_cache_bytes) -> bool:
     return run_check("kv_cache_bytes", check, answer=kv_cache_bytes,
                      hints=HINTS["kv_cache_bytes"], refuse=REFUSE["kv_cache_bytes"])
 
+
+def check_active_expert_share(share) -> bool:
+    """Exercise 3 (derive, then check): the share of a token's active parameters that are expert weights."""
+    c = CONFIGS["grok-1"]
+    counts = c.param_counts()
+    active_experts = counts["experts"] * c.num_selected_experts // c.num_experts
+    return check_prediction(
+        "active_expert_share", share, active_experts / c.num_active_params, tolerance=0.02, variable="share",
+        why=f"{active_experts / 1e9:.1f} B of the {c.num_active_params / 1e9:.1f} B active parameters: the two chosen "
+            "experts still dominate, but attention and the embedding now weigh 8 %, four times their share of all "
+            "weights",
+        mistakes=[(counts["experts"] / c.num_params, "that is the experts' share of all parameters; a token uses only "
+                                                     "2 of the 8 experts, and all of everything else"),
+                  (c.num_selected_experts / c.num_experts, "2 of 8 is the share of the experts a token uses, not the "
+                                                           "experts' share of what it uses"),
+                  (1 - c.num_selected_experts / c.num_experts, "that is the share of the expert weights a token leaves "
+                                                               "unused")],
+        hints=("Count what one token touches: all of attention, the router, the norms and the embedding, and only the "
+               "chosen experts.",
+               "The active count is printed above; the expert count is one entry of param_counts.",
+               "Take a quarter of all expert weights (2 of 8 experts) and divide by the active count."))

@@ -1,0 +1,23 @@
+"""Answers to the prediction exercises, as the expression a student would evaluate in the notebook.
+
+ANSWERS[grade_id] is evaluated in the notebook's namespace and assigned to the answer cell's
+variable; NAMES maps a grade_id to the exercise's name in the gradebook where the two differ.
+"""
+
+ANSWERS = {
+    # 00: a quarter of the expert weights (2 of 8 experts), over what one token uses
+    "active_expert_share": "config.param_counts()['experts'] / 4 / config.num_active_params",
+    # 04: `key < query` hides each token from itself; the causal rule is key <= query
+    "buggy_line": "4",
+    # 05: each token's output is multiplied by 1 / (g1 + g2): about one over the mean gate sum, minus one
+    "renormalised_change": "float(1 / gates[0].sum(-1).mean() - 1)",
+    # 09: layer 10 is the first two-digit name, and it sorts before layer 2
+    "first_misordered": "11",
+    # 10: read from the stored sweep
+    "lab_worst": "max(lab.final_table(SWEEP), key=lambda row: row['mean'])['experiment']",
+    "lab_seed_spread": "lab.seed_spread(SWEEP)",
+    "lab_flops_ratio": "(lambda f: f['top-1'] / f['grok-1'])({r['experiment']: r['flops_per_token'] "
+                       "for r in lab.final_table(SWEEP)})",
+}
+NAMES = {"lab_worst": "the worst experiment", "lab_seed_spread": "the seed spread",
+         "lab_flops_ratio": "the FLOPs ratio"}
