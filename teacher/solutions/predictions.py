@@ -13,6 +13,12 @@ ANSWERS = {
     "renormalised_change": "float(1 / gates[0].sum(-1).mean() - 1)",
     # 09: layer 10 is the first two-digit name, and it sorts before layer 2
     "first_misordered": "11",
+    # 11: three matrices of width × expert width, one multiply-add per weight (in millions)
+    "expert_multiply_adds": "3 * grok.emb_size * grok.ffn_size / 1e6",
+    "silu_expert_change": "draw.relative_change(experts_np(0, silu_np), experts_np(0, gelu_tanh_np))",
+    # 13: renormalised gates cancel the softmax's shared denominator: nothing reaches unchosen experts
+    "renormalised_gradient": "0.0",
+    "favoured_share": "checks.favoured_share(runs['favoured-none'])",
     # 10: read from the stored sweep
     "lab_worst": "max(lab.final_table(SWEEP), key=lambda row: row['mean'])['experiment']",
     "lab_seed_spread": "lab.seed_spread(SWEEP)",
