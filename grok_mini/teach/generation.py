@@ -61,11 +61,12 @@ def plot_sampling(logits: np.ndarray, pieces, *, shown: int = 16, temperatures=(
     ax = axes[0, 2]
     after = _filtered_probs(logits, top_p=top_p)
     kept = after[order] > 0
-    ax.bar(x, base[order], color=np.where(kept, ORANGE, GREY), label="probability (orange: kept)")
+    ax.bar(x[kept], base[order][kept], color=ORANGE, label="probability, kept")
+    ax.bar(x[~kept], base[order][~kept], color=GREY, label="probability, removed")
     ax.plot(x, np.cumsum(base[order]), "s-", color=PURPLE, markersize=4, label="cumulative, likeliest first")
     ax.axhline(top_p, color=RED, linestyle="--", linewidth=1, label=f"top_p = {top_p:g}")
     ax.set_ylim(0, 1.05)
-    ax.set_title(f"top-p: the likeliest tokens until their total reaches {top_p:g}", fontsize=10)
+    ax.set_title(f"top-p: kept until the total reaches {top_p:g}", fontsize=10)
     ax.legend(fontsize=8, loc="center right")
     for ax in axes[0]:
         ax.set_xticks(x, labels, rotation=70, fontsize=8, family="monospace")

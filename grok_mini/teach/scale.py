@@ -14,7 +14,8 @@ __all__ = ["plot_memory_per_gpu", "plot_parameter_breakdown"]
 
 @_styled
 def plot_parameter_breakdown(config: GrokConfig) -> Figure:
-    """Parameters per component, all of them versus those one token uses (log scale: norms are tiny)."""
+    """Parameters per component, all of them versus those one token uses, on a linear scale: the experts'
+    share is the point (the norms and the router are too small to see as bars; their counts are written)."""
     counts = config.param_counts()
     share = config.num_selected_experts / config.num_experts
     active = {name: count * (share if name == "experts" else 1) for name, count in counts.items()}
@@ -24,13 +25,14 @@ def plot_parameter_breakdown(config: GrokConfig) -> Figure:
     ax.barh(y + 0.2, [counts[n] for n in names], height=0.4, color=BLUE, label="stored")
     ax.barh(y - 0.2, [active[n] for n in names], height=0.4, color=ORANGE,
             label=f"used per token ({config.num_selected_experts} of {config.num_experts} experts)")
+    pad = max(counts.values()) * 0.01
     for i, n in enumerate(names):
-        ax.text(counts[n] * 1.15, i + 0.2, _human(counts[n]), va="center", fontsize=8)
-        ax.text(active[n] * 1.15, i - 0.2, _human(active[n]), va="center", fontsize=8)
-    ax.set_xscale("log")
-    ax.set_xlim(1e5, max(counts.values()) * 30)
+        ax.text(counts[n] + pad, i + 0.2, f"{_human(counts[n])} ({counts[n] / config.num_params:.1%})", va="center",
+                fontsize=8)
+        ax.text(active[n] + pad, i - 0.2, _human(active[n]), va="center", fontsize=8)
+    ax.set_xlim(0, max(counts.values()) * 1.3)
     ax.set_yticks(y, names)
-    ax.set_xlabel("parameters (log scale)")
+    ax.set_xlabel("parameters")
     ax.set_title(f"{_human(config.num_params)} parameters, {_human(config.num_active_params)} used per token "
                  f"(experts: {counts['experts'] / config.num_params:.1%})")
     ax.legend(loc="lower right")

@@ -16,6 +16,10 @@ ANSWERS = {
     # 11: three matrices of width × expert width, one multiply-add per weight (in millions)
     "expert_multiply_adds": "3 * grok.emb_size * grok.ffn_size / 1e6",
     "silu_expert_change": "draw.relative_change(experts_np(0, silu_np), experts_np(0, gelu_tanh_np))",
+    # 12: the experts shrink to one of 8 a token; what a batch of 8 tokens' 2 choices covers
+    "why_moe_top1_ratio": "(lambda c: c.num_params / c.num_active_params)(dataclasses.replace(config, "
+                          "num_selected_experts=1))",
+    "why_moe_batch_experts": "E * (1 - (1 - k / E) ** 8)",
     # 13: renormalised gates cancel the softmax's shared denominator: nothing reaches unchosen experts
     "renormalised_gradient": "0.0",
     "favoured_share": "checks.favoured_share(runs['favoured-none'])",
@@ -26,4 +30,5 @@ ANSWERS = {
                        "for r in lab.final_table(SWEEP)})",
 }
 NAMES = {"lab_worst": "the worst experiment", "lab_seed_spread": "the seed spread",
-         "lab_flops_ratio": "the FLOPs ratio"}
+         "lab_flops_ratio": "the FLOPs ratio", "why_moe_top1_ratio": "the top-1 parameter ratio",
+         "why_moe_batch_experts": "the experts a batch reads"}
