@@ -175,13 +175,15 @@ def _looks_like_code(text: str) -> bool:
 
 
 def _all_hints():
-    for module in MODULES:
+    from grok_mini.teach.exercises import experts, router_dynamics, why_moe
+
+    for module in MODULES + (experts, router_dynamics, why_moe):  # with the prediction-only notebooks' checkers
         yield from module.HINTS.items()
 
 
 def test_hints_are_words_not_code_and_there_are_several():
     hints = dict(_all_hints())
-    assert set(hints) == set(CHECKS)
+    assert set(CHECKS) <= set(hints)
     assert {n: len(h) for n, h in hints.items() if len(h) < 3} == {}
     assert [(n, hint) for n, h in hints.items() for hint in h if _looks_like_code(hint)] == []
     assert _looks_like_code("probs = jax.nn.softmax(logits)") and _looks_like_code("x / sqrt(mean(x**2))")
