@@ -98,8 +98,8 @@ def run_check(name: str, check: Callable[[], str], *, hints: Sequence[str], answ
 
 def _refuse(name: str, function: Callable) -> bool:
     where = _where(function)
-    print(f"✗ {name}: your answer uses the package's own `{where}`, which this exercise asks you to write "
-          "yourself; compare your version with it once it works.")
+    print(f"✗ {name}: your answer uses `{where}`, which already does what this exercise asks you to write "
+          "yourself; write your own, then compare it with that one once it works.")
     _record(name, "refused", where)
     return False
 
