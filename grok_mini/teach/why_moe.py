@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 
 from grok_mini.config import GrokConfig, preset
 from grok_mini.explore import Experiment, read_results
+from grok_mini.teach.lab import final_losses
 from grok_mini.teach.style import BLUE, GREEN, GREY, ORANGE, RED, _figure, _human, _styled
 
 __all__ = ["dense_widening", "arms", "ARM_NAMES", "official_flops_per_token", "training_flops", "arm_band",
@@ -113,16 +114,12 @@ def arm_band(out) -> dict[str, dict]:
 
 def final_table(out) -> list[dict]:
     """One dict per arm: the final held-out losses (per seed, mean, min, max), parameters, FLOPs a token."""
-    last: dict[tuple[str, int], dict] = {}
-    for row in read_results(out):
-        if row["heldout_loss"] is not None:
-            last[row["experiment"], int(row["seed"])] = row  # rows are in step order: the last one stays
     table: dict[str, dict] = {}
-    for (name, _), row in last.items():
-        entry = table.setdefault(name, dict(arm=name, losses=[], active_params=int(row["active_params"]),
-                                            total_params=int(row["total_params"]),
-                                            flops_per_token=int(row["flops_per_token"]), step=int(row["step"])))
-        entry["losses"].append(float(row["heldout_loss"]))
+    for row in final_losses(out):  # the lab's reading of a sweep: the last held-out loss per arm and seed
+        entry = table.setdefault(row["experiment"], dict(
+            arm=row["experiment"], losses=[], active_params=row["active_params"], total_params=row["total_params"],
+            flops_per_token=row["flops_per_token"], step=row["step"]))
+        entry["losses"].append(row["heldout_loss"])
     for entry in table.values():
         losses = entry["losses"]
         entry.update(mean=float(np.mean(losses)), min=min(losses), max=max(losses), seeds=len(losses))
