@@ -36,5 +36,5 @@ def trained_toy():
 
 
 def trained_toy_history() -> dict:
-    """The trained toy's training settings, history (losses, expert load per step) and wall time."""
+    """The trained toy's training settings, history (losses, expert load per step), versions and wall time."""
     return json.loads((TRAINED_TOY / "training.json").read_text())
