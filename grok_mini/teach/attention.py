@@ -128,21 +128,31 @@ def plot_masks(tokens, pad_token: int = 0) -> Figure:
 
 
 @_styled
-def plot_attention_patterns(weights: np.ndarray, tokens, *, layer: int = 0, title: str | None = None) -> Figure:
-    """Attention weights [KV, G, T, S] of one sequence and layer, one panel per query head."""
+def plot_attention_patterns(weights: np.ndarray, tokens, *, layer: int = 0, title: str | None = None,
+                            labels=None) -> Figure:
+    """Attention weights [KV, G, T, S] of one sequence and layer, one panel per query head.
+
+    The axes show the token ids, or `labels` (one string per token, e.g. the tokenizer's pieces) if given.
+    """
     kv, g, t, s = weights.shape
     tokens = np.asarray(tokens).reshape(-1)
-    fig, axes = _figure(ncols=kv * g, width=2.6 * kv * g + 0.8, height=3.2)
+    names = [str(v) for v in tokens] if labels is None else [_printable(label) for label in labels]
+    fig, axes = _figure(ncols=kv * g, width=2.6 * kv * g + 0.8, height=3.2 if labels is None else 3.8)
     for head in range(kv * g):
         ax = axes[0, head]
         image = ax.imshow(weights[head // g, head % g], cmap="magma", vmin=0, vmax=1)
         ax.set_title(f"query head {head}\n(K/V head {head // g})", fontsize=9)
-        ax.set_xticks(range(s), [str(v) for v in tokens[:s]], fontsize=6, rotation=90)
-        ax.set_yticks(range(t), [str(v) for v in tokens[:t]], fontsize=6)
-        ax.set_xlabel("key (token id)")
+        ax.set_xticks(range(s), names[:s], fontsize=6, rotation=90)
+        ax.set_yticks(range(t), names[:t], fontsize=6)
+        ax.set_xlabel("key" + (" (token id)" if labels is None else ""))
         if head == 0:
-            ax.set_ylabel("query (token id)")
+            ax.set_ylabel("query" + (" (token id)" if labels is None else ""))
         ax.grid(False)
     fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="attention weight")
     fig.suptitle(title or f"Attention weights, layer {layer}", fontweight="bold")
     return fig
+
+
+def _printable(piece: str) -> str:
+    """A tokenizer piece as a tick label: line breaks as ↵ (a raw one would break the axis)."""
+    return piece.replace("\n", "↵")
