@@ -66,26 +66,36 @@ class Linear(nnx.Module):
 
 
 def matmul(x: jax.Array, w: jax.Array, scales: jax.Array | None, dtype) -> jax.Array:
-    """x [..., in] · w [in, out] in `dtype`; an int8 w (scales [blocks, out]) stays int8 until inside the product.
+    """x [..., in] · w [in, out] with inputs in `dtype`; an int8 w (scales [blocks, out]) stays int8 until
+    inside the product.
 
+    Products accumulate in float32 and the result is rounded to `dtype` once, after the scales (as a
+    GPU's bfloat16 matmul accumulates; on a CPU it also lets XLA use the native bfloat16 dot, about
+    twice as fast as the float32 one it otherwise converts to; benchmarks/RESULTS.md). In float32 nothing changes.
     Shared by Linear and the MoE's per-expert matmuls (moe.py), which pass one expert's w and scales.
     An int4 w (uint8 [in/2, out], scales [in/G, out]) is unpacked and scaled first, rounded once to
     dtype (so float32 gives exactly the dequantised product); decode reads it packed in the Pallas
     kernel instead (kernels.py).
     """
     x = x.astype(dtype)
+
+    def dot(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
+        return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
+
     if scales is None:
-        return jnp.einsum("...i,io->...o", x, w.astype(dtype))
+        return dot("...i,io->...o", x, w.astype(dtype)).astype(dtype)
     if w.dtype == jnp.uint8:  # int4: dozens of groups, too many for the blocked product below
-        return jnp.einsum("...i,io->...o", x, dequantize_int4(w, scales, dtype))
+        return dot("...i,io->...o", x, dequantize_int4(w, scales, dtype)).astype(dtype)
     blocks = scales.shape[-2]
     if blocks == 1:  # one scale per output column: scale the product
-        return jnp.einsum("...i,io->...o", x, w.astype(dtype)) * scales[0].astype(dtype)
-    # int8: multiply each input block by its int8 rows (exact in bf16), then scale and sum the blocks.
-    x_blocks = rearrange(x, "... (b i) -> ... b i", b=blocks)
-    w_blocks = rearrange(w, "(b i) o -> b i o", b=blocks).astype(dtype)
-    partial = jnp.einsum("...bi,bio->...bo", x_blocks, w_blocks)
-    return jnp.einsum("...bo,bo->...o", partial, scales.astype(dtype))
+        return (dot("...i,io->...o", x, w.astype(dtype)) * scales[0].astype(jnp.float32)).astype(dtype)
+    # int8 in blocks of input rows, each with its own scales: one product per block (its int8 rows are exact
+    # in bf16), scaled and summed in float32. Not one batched product: XLA's CPU has no batched bf16 dot
+    # with a float32 result.
+    total = 0.0
+    for x_block, w_block, block_scales in zip(jnp.split(x, blocks, axis=-1), jnp.split(w, blocks), scales, strict=True):
+        total = total + dot("...i,io->...o", x_block, w_block.astype(dtype)) * block_scales.astype(jnp.float32)
+    return total.astype(dtype)
 
 
 class RMSNorm(nnx.Module):

@@ -92,3 +92,26 @@ def test_rope_preserves_norm_and_depends_on_relative_position():
 def test_bad_tokens_are_refused(tiny_model, tokens, message):
     with pytest.raises(ValueError, match=message):
         tiny_model(tokens)
+
+
+@pytest.mark.parametrize("blocks", [None, 1, 8])
+def test_bfloat16_matmul_rounds_the_float32_sum_once(blocks):
+    """layers.matmul in bfloat16: the products accumulate in float32 and the scaled result is rounded to bfloat16
+    once, so every output is within half a bfloat16 step of the exact value (rounding the product first, then
+    again after the scales, lands up to a whole step off)."""
+    from grok_mini.layers import matmul
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((64, 256)), jnp.bfloat16)
+    if blocks is None:
+        w, scales = jnp.asarray(rng.standard_normal((256, 96)) / 16, jnp.bfloat16), None
+        exact_w = np.asarray(w, np.float64)
+    else:
+        w = jnp.asarray(rng.integers(-127, 128, (256, 96)), jnp.int8)
+        scales = jnp.asarray(rng.uniform(1e-3, 2e-2, (blocks, 96)), jnp.bfloat16)
+        exact_w = np.asarray(w, np.float64) * np.repeat(np.asarray(scales, np.float64), 256 // blocks, axis=0)
+    exact = np.asarray(x, np.float64) @ exact_w
+    got = np.asarray(matmul(x, w, scales, jnp.bfloat16), np.float64)
+    half_step = 2.0 ** (np.floor(np.log2(np.abs(exact))) - 8)  # bfloat16 keeps 8 significant bits
+    float32_sum = 1e-5 * (np.abs(np.asarray(x, np.float64)) @ np.abs(exact_w))  # accumulation error allowance
+    assert np.all(np.abs(got - exact) <= half_step + float32_sum)
