@@ -66,21 +66,24 @@ class Linear(nnx.Module):
 
 
 def matmul(x: jax.Array, w: jax.Array, scales: jax.Array | None, dtype) -> jax.Array:
-    """x [..., in] · w [in, out] with inputs in `dtype`; an int8 w (scales [blocks, out]) stays int8 until
-    inside the product.
+    """x [..., in] · w [in, out] in `dtype`; an int8 w (scales [blocks, out]) stays int8 until inside the product.
 
-    Products accumulate in float32 and the result is rounded to `dtype` once, after the scales (as a
-    GPU's bfloat16 matmul accumulates; on a CPU it also lets XLA use the native bfloat16 dot, about
-    twice as fast as the float32 one it otherwise converts to; benchmarks/RESULTS.md). In float32 nothing changes.
     Shared by Linear and the MoE's per-expert matmuls (moe.py), which pass one expert's w and scales.
     An int4 w (uint8 [in/2, out], scales [in/G, out]) is unpacked and scaled first, rounded once to
     dtype (so float32 gives exactly the dequantised product); decode reads it packed in the Pallas
     kernel instead (kernels.py).
+
+    bfloat16 on a CPU: XLA runs the bfloat16 dot natively only when asked for a float32 result, about
+    twice as fast as the float32 dot it converts to otherwise (benchmarks/RESULTS.md). There the products
+    accumulate in float32 and the result is rounded to bfloat16 once, after the scales. Elsewhere the
+    dot's result comes in dtype, as measured on the H200 (a float32 result slowed its prefill and decode).
     """
     x = x.astype(dtype)
+    native = dtype == jnp.bfloat16 and jax.default_backend() == "cpu"
+    result = jnp.float32 if native else dtype
 
     def dot(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
-        return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
+        return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32 if native else None)
 
     if scales is None:
         return dot("...i,io->...o", x, w.astype(dtype)).astype(dtype)
@@ -88,14 +91,18 @@ def matmul(x: jax.Array, w: jax.Array, scales: jax.Array | None, dtype) -> jax.A
         return dot("...i,io->...o", x, dequantize_int4(w, scales, dtype)).astype(dtype)
     blocks = scales.shape[-2]
     if blocks == 1:  # one scale per output column: scale the product
-        return (dot("...i,io->...o", x, w.astype(dtype)) * scales[0].astype(jnp.float32)).astype(dtype)
-    # int8 in blocks of input rows, each with its own scales: one product per block (its int8 rows are exact
-    # in bf16), scaled and summed in float32. Not one batched product: XLA's CPU has no batched bf16 dot
-    # with a float32 result.
-    total = 0.0
-    for x_block, w_block, block_scales in zip(jnp.split(x, blocks, axis=-1), jnp.split(w, blocks), scales, strict=True):
-        total = total + dot("...i,io->...o", x_block, w_block.astype(dtype)) * block_scales.astype(jnp.float32)
-    return total.astype(dtype)
+        return (dot("...i,io->...o", x, w.astype(dtype)) * scales[0].astype(result)).astype(dtype)
+    if native:  # XLA's CPU has no batched bfloat16 dot with a float32 result: one product per block
+        total = 0.0
+        for x_block, w_block, block_scales in zip(jnp.split(x, blocks, axis=-1), jnp.split(w, blocks), scales,
+                                                  strict=True):
+            total = total + dot("...i,io->...o", x_block, w_block.astype(dtype)) * block_scales.astype(result)
+        return total.astype(dtype)
+    # int8: multiply each input block by its int8 rows (exact in bf16), then scale and sum the blocks.
+    x_blocks = rearrange(x, "... (b i) -> ... b i", b=blocks)
+    w_blocks = rearrange(w, "(b i) o -> b i o", b=blocks).astype(dtype)
+    partial = dot("...bi,bio->...bo", x_blocks, w_blocks)
+    return jnp.einsum("...bo,bo->...o", partial, scales.astype(dtype))
 
 
 class RMSNorm(nnx.Module):
