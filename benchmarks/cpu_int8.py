@@ -37,7 +37,7 @@ import numpy as np
 from flax import nnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import environment, side_by_side  # noqa: E402
+from measure import environment, relative_error, side_by_side  # noqa: E402
 
 import grok_mini  # noqa: E402
 from grok_mini.load import quantize_model  # noqa: E402
@@ -62,8 +62,7 @@ def one_scale_block(model: grok_mini.Grok) -> grok_mini.Grok:
     the model's layout has (so our code and the official code on one device read the same numbers)."""
     quantized = quantize_model(model)
     floats = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
-    state = nnx.state(quantized, nnx.Param)
-    flat = dict(nnx.to_flat_state(state))
+    flat = dict(nnx.to_flat_state(nnx.state(quantized, nnx.Param)))
     for path, variable in flat.items():
         if path[-1] != "scales":
             continue
@@ -88,10 +87,6 @@ def release_arrays(model: grok_mini.Grok) -> dict[str, np.ndarray]:
         else:
             arrays[name] = value
     return arrays
-
-
-def relative_error(got: np.ndarray, want: np.ndarray) -> float:
-    return float(np.linalg.norm(got - want) / np.linalg.norm(want))
 
 
 def run_official(model, tokens, python: str, checkout: str, repeats: int) -> tuple[float, np.ndarray, dict]:

@@ -28,6 +28,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks.measure import relative_error  # noqa: E402
 from grok_mini import GrokConfig, load_checkpoint  # noqa: E402
 from grok_mini.data import heldout_windows, load_corpus  # noqa: E402
 from grok_mini.load import quantize_model  # noqa: E402
@@ -52,11 +53,6 @@ def heldout_loss(model, windows: np.ndarray) -> float:
     """Mean next-token cross-entropy in nats (what training reports as held-out loss)."""
     logp = log_probs(model, windows[:, :-1])
     return float(-np.take_along_axis(logp, windows[:, 1:, None], axis=-1).mean())
-
-
-def relative_error(ours, reference) -> float:
-    ours, reference = np.asarray(ours, np.float64), np.asarray(reference, np.float64)
-    return float(np.linalg.norm(ours - reference) / np.linalg.norm(reference))
 
 
 def kl_from(reference_logp: np.ndarray, logp: np.ndarray) -> float:

@@ -88,6 +88,12 @@ def seconds_per_item(items: Iterable, skip: int = 1) -> float:
     return (stamps[-1] - stamps[skip - 1]) / (len(stamps) - skip)
 
 
+def relative_error(ours, reference) -> float:
+    """‖ours − reference‖ / ‖reference‖, in float64."""
+    ours, reference = np.asarray(ours, np.float64), np.asarray(reference, np.float64)
+    return float(np.linalg.norm(ours - reference) / np.linalg.norm(reference))
+
+
 # ---- the ceilings -------------------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
