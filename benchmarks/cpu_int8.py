@@ -36,7 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 from measure import environment, relative_error, side_by_side  # noqa: E402
 
 import grok_mini  # noqa: E402
@@ -45,7 +46,6 @@ from grok_mini.params import param_row  # noqa: E402
 from grok_mini.quant import quantize  # noqa: E402
 
 TOKENS = 512
-HERE = Path(__file__).resolve().parent
 
 
 def benchmark_config(width: int) -> grok_mini.GrokConfig:

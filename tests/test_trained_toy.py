@@ -34,7 +34,7 @@ def copy(tmp_path):
 def test_the_stored_toy_is_the_documented_commands_and_trained(make):
     history = trained_toy_history()
     assert history["train_config"] == make.dataclasses.asdict(make.TRAINING)
-    assert {"python", "jax", "jaxlib", "flax", "optax"} <= set(history["versions"])
+    assert set(history["versions"]) - {"cpu"} == {"python", "jax", "jaxlib", "flax", "optax"}  # cpu: newer records
     losses = history["history"]["heldout_loss"]
     assert losses[0] > 7.5 and losses[-1] < 3.7  # log 2048 = 7.62 at the start: it learned
     model, tokenizer = trained_toy()
