@@ -277,7 +277,10 @@ def _load_for_generation(args):
             local = args.tokenizer or (path / "tokenizer.model" if (path / "tokenizer.model").exists() else None)
             tokenizer = load_tokenizer(local) if local else load_grok1_tokenizer()
         quantized = Int4(args.group_size) if args.int4 else args.int8
-        return load_checkpoint(path, config, dtype=dtype, quantized=quantized, mesh=mesh), tokenizer
+        # Generation only reads the embedding cast to dtype: held so, the logits are the same and a decode
+        # step skips casting the whole [V, D] matrix (benchmarks/RESULTS.md).
+        return load_checkpoint(path, config, dtype=dtype, quantized=quantized, mesh=mesh,
+                               embedding_dtype=dtype), tokenizer
     raise OSError(f"{path}: neither a training run (checkpoints/) nor a release checkpoint (ckpt-0/)")
 
 

@@ -139,7 +139,8 @@ def load_checkpoint(path: str | Path, config: GrokConfig, *, dtype=jnp.bfloat16,
     with their scales (~1 byte a parameter); quantized=quant.Int4(group_size) re-quantises the expert
     matrices (and the attention ones if Int4.attention) from the release's int8 to int4 in groups of
     group_size input rows (~0.53 byte a parameter at 64; `requantized_int4`), the rest stays int8.
-    Embeddings, norms and router stay float32. With a
+    Norms and router stay float32, and so does the embedding unless the option embedding_dtype
+    (`Grok`) asks for `dtype`: the same logits, half its memory in bfloat16. With a
     `mesh`, files are memory-mapped and each device gets only its slice (dequantised on the host if
     asked). NaN or infinite weights or scales are an error unless check_finite=False. Other keyword
     arguments are the model's own options (`Grok`: dispatch, int8_kernel, ...).
@@ -210,7 +211,7 @@ def shard_model(model: Grok, mesh: Mesh) -> Grok:
     moe = model.decoder_layers[0].moe
     abstract = Grok.abstract(model.config, dtype=model.dtype, param_dtype=stored_format(model),
                              mesh=mesh, capacity_factor=moe.capacity_factor, tile_rows=moe.tile_rows,
-                             int8_kernel=moe.int8_kernel)
+                             int8_kernel=moe.int8_kernel, embedding_dtype=model.in_out_embed.get_value().dtype)
     graphdef, state = nnx.split(abstract)
     flat = dict(nnx.to_flat_state(state))
     for path, variable in params:
@@ -228,7 +229,7 @@ def quantize_model(model: Grok, quantized: bool | Int4 = True) -> Grok:
     param_dtype = quantized if isinstance(quantized, Int4) else jnp.int8
     abstract = Grok.abstract(model.config, dtype=model.dtype, param_dtype=param_dtype, mesh=model.mesh,
                              dispatch=moe.dispatch, capacity_factor=moe.capacity_factor, tile_rows=moe.tile_rows,
-                             int8_kernel=moe.int8_kernel)
+                             int8_kernel=moe.int8_kernel, embedding_dtype=model.in_out_embed.get_value().dtype)
     graphdef, state = nnx.split(abstract)
     flat = dict(nnx.to_flat_state(state))
 

@@ -73,7 +73,10 @@ class Grok(nnx.Module):
     (logits, cache) continues a KV cache (one KVCache per layer, see `init_cache`).
 
     dtype is the activation dtype (bfloat16 as released, or float32); param_dtype holds the seven
-    matrices of each layer. Embedding, norms and router are always float32, as in the release.
+    matrices of each layer. Norms and router are always float32, as in the release, and so is the
+    embedding unless embedding_dtype says otherwise: the model only ever uses it cast to `dtype` (the
+    lookup's rows and the tied output), so embedding_dtype=dtype gives the same logits bit for bit,
+    with half the memory in bfloat16 and no cast of the whole [V, D] matrix every decode step.
     mesh: the device mesh the weights will be split over (`grok_mini.make_mesh`; the loaders place
     them). Given one, the model keeps its residual stream whole along the width on every device and
     its MoE picks a dispatch that suits the mesh. The MoE options (`dispatch`, `capacity_factor`,
@@ -82,7 +85,8 @@ class Grok(nnx.Module):
 
     def __init__(self, config: GrokConfig, *, dtype=jnp.bfloat16, param_dtype=jnp.float32,
                  rngs: nnx.Rngs | None = None, mesh: Mesh | None = None, dispatch: str | None = None,
-                 capacity_factor: float = 1.25, tile_rows: int | None = None, int8_kernel: bool | None = None):
+                 capacity_factor: float = 1.25, tile_rows: int | None = None, int8_kernel: bool | None = None,
+                 embedding_dtype=jnp.float32):
         rngs = rngs if rngs is not None else nnx.Rngs(0)
         self.config = config
         self.dtype = dtype
@@ -92,8 +96,8 @@ class Grok(nnx.Module):
                            int8_kernel=int8_kernel, mesh=self.mesh)
         # Tied: rows are token embeddings on the way in, and the output projection on the way out.
         self.in_out_embed = nnx.Param(
-            jax.random.normal(rngs.params(), (config.vocab_size, config.emb_size), jnp.float32)
-            / config.emb_size**0.5)
+            (jax.random.normal(rngs.params(), (config.vocab_size, config.emb_size), jnp.float32)
+             / config.emb_size**0.5).astype(embedding_dtype))
         self.decoder_layers = nnx.List(
             [DecoderLayer(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs, **moe_options)
              for _ in range(config.num_layers)])

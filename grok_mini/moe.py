@@ -278,10 +278,27 @@ def default_tile_rows() -> int:
 
 
 MAX_DECODE_TOKENS = 64  # at most this many tokens: decode, bound by reading the expert weights
+DECODE_PATHS = ("kernel", "all experts", "scan")
+
+
+def decode_path(num_tokens: int, num_selected: int, num_experts: int) -> str:
+    """How `sparse_moe` runs a batch of num_tokens on a GPU with int8 or int4 experts, the fastest way
+    measured there (benchmarks/RESULTS.md):
+
+    - "kernel": with fewer token copies than experts, the tiles through the Pallas kernel, which reads
+      only the chosen experts' weights;
+    - "all experts": up to MAX_DECODE_TOKENS tokens most experts are in use, and one product batched
+      over all of them (`capacity_moe` with room for every copy, so still dropless) reads each once;
+    - "scan": past that (prefill), the tiles' scan, one XLA matmul per tile.
+    """
+    if num_tokens > MAX_DECODE_TOKENS:
+        return "scan"
+    return "kernel" if num_tokens * num_selected <= num_experts else "all experts"
 
 
 def sparse_moe(experts: Experts, x: jax.Array, gates: jax.Array, expert_ids: jax.Array, *,
-               tile_rows: int | None = None, int8_kernel: bool | None = None, mesh: Mesh | None = None) -> jax.Array:
+               tile_rows: int | None = None, int8_kernel: bool | None = None, mesh: Mesh | None = None,
+               path: str | None = None) -> jax.Array:
     """Dropless sparse dispatch: x [N, D], gates and expert_ids [N, k] → [N, D].
 
     The M = N·k token copies are laid out expert by expert, each expert's run padded to whole tiles
@@ -290,19 +307,22 @@ def sparse_moe(experts: Experts, x: jax.Array, gates: jax.Array, expert_ids: jax
     min((M + E·(t-1)) // t, M, E·ceil(N/t)) tiles hold rows (static shape); spare tiles are zeros.
     Compute: about M + E·t/2 rows instead of N·E (dense) or M·E (official).
 
-    int8_kernel (None: `kernels.use_kernel`, i.e. int8 or int4 weights on a GPU) changes how decode batches
-    (N ≤ MAX_DECODE_TOKENS) run, the fastest measured way (benchmarks/RESULTS.md): with fewer copies
-    than experts the tiles go through the Pallas kernel, which reads only the chosen experts' int8
-    weights; with more, most experts are in use and one product batched over all experts
-    (`capacity_moe` with room for every copy, so still dropless) reads each expert once.
-    mesh: the device mesh the weights are split over (`sharding`), which the kernel needs to know.
+    int8_kernel (None: `kernels.use_kernel`, i.e. int8 or int4 weights on a GPU) lets decode batches
+    take the path `decode_path` picks; False (or float weights) keeps the tiles' scan at every size.
+    path: one of DECODE_PATHS instead of the choice (benchmarks compare them; "kernel" and "all
+    experts" need int8 or int4 weights). mesh: the device mesh the weights are split over
+    (`sharding`), which the kernel needs to know.
     """
     num_experts, dtype = experts.linear.w.shape[0], experts.dtype
     n, k = expert_ids.shape
     if int8_kernel is None:
         int8_kernel = kernels.use_kernel(experts.linear.scales)
-    decode = int8_kernel and experts.linear.scales is not None and n <= MAX_DECODE_TOKENS  # int8/int4 weights only
-    if decode and n * k > num_experts:
+    if path is None:
+        quantized = int8_kernel and experts.linear.scales is not None
+        path = decode_path(n, k, num_experts) if quantized else "scan"
+    if path not in DECODE_PATHS:
+        raise ValueError(f"sparse_moe path {path!r} is not one of {', '.join(DECODE_PATHS)}")
+    if path == "all experts":
         return capacity_moe(experts, x, gates, expert_ids, capacity_factor=num_experts / k)[0]
 
     copies, ids = _token_copies(x, expert_ids, dtype)  # [M, D], [M]
@@ -317,7 +337,7 @@ def sparse_moe(experts: Experts, x: jax.Array, gates: jax.Array, expert_ids: jax
     tiles = jnp.zeros((num_tiles * t, copies.shape[-1]), dtype).at[slot].add(copies)  # slots are distinct
 
     owner = jnp.sum(jnp.arange(num_tiles)[:, None] >= tile_end, axis=1)  # experts ending before: E for spare tiles
-    out = _run_tiles(experts, rearrange(tiles, "(T t) d -> T t d", t=t), owner, decode, mesh)
+    out = _run_tiles(experts, rearrange(tiles, "(T t) d -> T t d", t=t), owner, path == "kernel", mesh)
     return _combine(rearrange(out, "T t d -> (T t) d")[slot], gates)
 
 

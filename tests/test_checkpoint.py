@@ -112,6 +112,25 @@ def test_quantized_load_keeps_int8_and_matches_dequantised(fixture_config, refer
     assert relative_error(logits, reference["logits"]) < 1e-4  # float32: block-wise = dequantise-first
 
 
+def test_embedding_held_in_bfloat16_gives_the_same_logits_and_tokens(fixture_config, reference):
+    """The model only uses its embedding cast to the activation dtype, so holding it so changes nothing:
+    logits equal bit for bit (the host's cast at load and the device's at each use round alike)."""
+    from grok_mini.generate import generate
+    from grok_mini.load import quantize_model, shard_model
+    from grok_mini.sharding import make_mesh
+
+    as_released = load_checkpoint(FIXTURE, fixture_config, dtype=jnp.bfloat16, quantized=True)
+    held = load_checkpoint(FIXTURE, fixture_config, dtype=jnp.bfloat16, quantized=True, embedding_dtype=jnp.bfloat16)
+    assert as_released.in_out_embed.get_value().dtype == jnp.float32
+    assert held.in_out_embed.get_value().dtype == jnp.bfloat16
+    tokens = reference["tokens"]
+    np.testing.assert_array_equal(np.asarray(held(tokens), np.float32), np.asarray(as_released(tokens), np.float32))
+    np.testing.assert_array_equal(generate(held, tokens[:, :5], 6), generate(as_released, tokens[:, :5], 6))
+    # Rebuilt models keep the dtype they were given.
+    assert quantize_model(held).in_out_embed.get_value().dtype == jnp.bfloat16
+    assert shard_model(held, make_mesh()).in_out_embed.get_value().dtype == jnp.bfloat16
+
+
 def test_quantized_model_saves_its_int8_exactly(tmp_path, fixture_config):
     int8 = load_checkpoint(FIXTURE, fixture_config, dtype=jnp.float32, quantized=True)
     save_checkpoint(int8, tmp_path)

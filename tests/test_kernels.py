@@ -107,6 +107,30 @@ def test_sparse_moe_decode_paths_equal_dense_reference(routing, n):
         assert relative_error(got, want) < 2e-3
 
 
+@pytest.mark.parametrize("path", moe.DECODE_PATHS)
+def test_every_sparse_path_equals_the_dense_reference(path):
+    """Each path a benchmark can pick computes the same function, whatever the batch size."""
+    n = 13
+    experts = moe.Experts(MOE_CONFIG, dtype=jnp.float32, param_dtype=jnp.int8, rngs=nnx.Rngs(0))
+    gates, ids = moe.route(jax.random.normal(jax.random.key(8), (n, MOE_CONFIG.num_experts)), 2)
+    x = jax.random.normal(jax.random.key(9), (n, MOE_CONFIG.emb_size))
+    want = moe.dense_moe(experts, x, moe.gate_matrix(gates, ids, MOE_CONFIG.num_experts))
+    got = moe.sparse_moe(experts, x, gates, ids, tile_rows=4, path=path)
+    assert relative_error(got, want) < 2e-3
+
+
+def test_decode_path_choice_and_unknown_path():
+    assert moe.decode_path(1, 2, 8) == "kernel"  # 2 copies: only the chosen experts are read
+    assert moe.decode_path(4, 2, 8) == "kernel"  # 8 copies, at most 8 experts
+    assert moe.decode_path(5, 2, 8) == "all experts"
+    assert moe.decode_path(moe.MAX_DECODE_TOKENS, 2, 8) == "all experts"
+    assert moe.decode_path(moe.MAX_DECODE_TOKENS + 1, 2, 8) == "scan"
+    experts = moe.Experts(MOE_CONFIG, dtype=jnp.float32, param_dtype=jnp.int8, rngs=nnx.Rngs(0))
+    gates, ids = moe.route(jnp.zeros((2, MOE_CONFIG.num_experts)), 2)
+    with pytest.raises(ValueError, match="path 'tiles' is not one of kernel, all experts, scan"):
+        moe.sparse_moe(experts, jnp.zeros((2, MOE_CONFIG.emb_size)), gates, ids, path="tiles")
+
+
 def test_parts_are_chosen_to_fill_the_gpu():
     """Grok-1's down projection at 1-token decode: 2 tiles x 48 column blocks need 16 parts for 1024 programs."""
     shape = kernels._fit(kernels.KernelShape(), 2, 1, 32768, 6144, 8)
