@@ -54,6 +54,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--layers", default="auto", help="number of layers, or 'auto' (as many as fit, ≤ 64)")
     parser.add_argument("--mesh", default=None, help="data,expert,model sizes (default: all devices on model)")
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--batches", type=int, nargs="+", default=None,
+                        help="then also prefill and decode these batch sizes (one sequence each) in the same process")
+    parser.add_argument("--embedding", choices=["float32", "bfloat16", "both"], default="both",
+                        help="how the tied embedding is held: float32 as released, bfloat16 as `grok-mini generate` "
+                             "holds it (the same logits), or both (default): bfloat16, and the batch sweep both ways")
     parser.add_argument("--prompt-len", type=int, default=None, help="prefill length (default 256; smoke 16)")
     parser.add_argument("--decode-steps", type=int, default=None, help="timed decode steps (default 32; smoke 8)")
     parser.add_argument("--reserve-gib", type=float, default=8.0,
@@ -146,7 +151,7 @@ class Report:
     """Rows of (quantity, value, note), rewritten to --out after every phase."""
 
     def __init__(self, path: Path, title: str):
-        self.path, self.title, self.rows, self.notes = path, title, [], []
+        self.path, self.title, self.rows, self.notes, self.sections = path, title, [], [], {}
 
     def add(self, quantity: str, value: str, note: str = "") -> None:
         self.rows.append((quantity, value, note))
@@ -158,10 +163,17 @@ class Report:
         log(text)
         self.write()
 
+    def section(self, title: str, lines: list[str]) -> None:
+        """A titled block after the notes (a table), replaced whole by the next call with that title."""
+        self.sections[title] = lines
+        self.write()
+
     def write(self) -> None:
         lines = [f"# {self.title}", "", "| quantity | value | note |", "| --- | --- | --- |"]
         lines += [f"| {q} | {v} | {n} |" for q, v, n in self.rows]
         lines += [""] + [f"- {text}" for text in self.notes]
+        for title, body in self.sections.items():
+            lines += ["", f"## {title}", ""] + body
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text("\n".join(lines) + "\n")
 
@@ -305,6 +317,44 @@ def device_time_by_kernel(trace_dir: Path, steps: int, top: int = 30) -> str:
     return "\n".join(lines) + "\n"
 
 
+def hold_embedding(model, dtype: str) -> None:
+    """Hold the tied embedding in `dtype`, in place (Grok's embedding_dtype: the logits stay the same)."""
+    value = model.in_out_embed.get_value()
+    if value.dtype != jnp.dtype(dtype):
+        model.in_out_embed.set_value(value.astype(dtype))
+        del value
+        gc.collect()
+
+
+def sweep(model, mesh, config: GrokConfig, args, bandwidth, prompt_len: int, steps: int, report: Report,
+          embeddings: list[str]) -> None:
+    """Prefill and decode at every batch size of --batches with the embedding held each way, in one table.
+
+    The bound of a step is the weights the batch reads (the experts at their expected use,
+    measure.decode_bytes) plus the KV cache, at the copy bandwidth measured in this run.
+    """
+    rows = ["| embedding | batch × prompt | prefill tokens/s | decode ms/step | tokens/s | bytes a step reads | "
+            "bound ms | × bound |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for embedding in embeddings:
+        hold_embedding(model, embedding)
+        for batch in args.batches or [args.batch]:
+            cache_len = -(-(prompt_len + 2 + steps + PROFILE_STEPS) // BUCKET) * BUCKET
+            read = measure.decode_bytes(model, shard_cache(model.init_cache(batch, cache_len), mesh), batch=batch)
+            try:
+                timing = run_model(model, mesh, config, batch, prompt_len, steps, cache_len, report, args.seed)
+            except Exception as error:  # an OOM at one size should leave the others
+                first_line = str(error).splitlines()[0][:200]
+                report.note(f"{embedding}, batch {batch}: failed: {type(error).__name__}: {first_line}")
+                continue
+            decode_s = timing["decode_s"]
+            rows.append(f"| {embedding} | {batch} × {prompt_len} | {batch * prompt_len / timing['prefill_s']:,.0f} | "
+                        f"{decode_s * 1e3:,.2f} | {batch / decode_s:,.0f} | {gb(read.batch_read)} | "
+                        f"{measure.bound_seconds(read.batch_read, bandwidth) * 1e3:,.2f} | "
+                        f"{measure.times_bound(decode_s, read.batch_read, bandwidth):,.2f} |")
+            log(rows[-1])
+            report.section("Batch sweep (generate.prefill and generate.decode_step)", rows)
+
+
 def measure_int4(args, config, mesh, devices, bandwidth, cache_len: int, prompt_len: int, steps: int,
                  report: Report) -> float | None:
     """Load the checkpoint again with int4 experts (re-quantised on the devices) and time decode: seconds/token."""
@@ -418,6 +468,9 @@ def main(args: argparse.Namespace) -> None:
         report.add("memory per device after load", f"{gb(min(in_use))} – {gb(max(in_use))}")
     dispatch = model.decoder_layers[0].moe.dispatch
     report.add("MoE dispatch", dispatch)
+    held = "float32" if args.embedding == "float32" else "bfloat16"  # bfloat16: as `grok-mini generate` holds it
+    hold_embedding(model, held)
+    report.add("embedding held in", held, "the tied [V, D] matrix; the model uses it in bfloat16 either way")
     # 6. speed
     prompt_len = args.prompt_len or (16 if args.smoke else 256)
     steps = args.decode_steps or (8 if args.smoke else 32)
@@ -445,6 +498,9 @@ def main(args: argparse.Namespace) -> None:
     report.add("decode bound, weights a token uses", f"{measure.bound_seconds(read.token_read, bandwidth) * 1e3:,.2f} "
                f"ms/token", f"{gb(read.token_read)} (weights + KV cache) / {per_second:,.1f} GB/s; measured is "
                f"{measure.times_bound(decode_s, read.token_read, bandwidth):,.2f}× this")
+    if args.embedding == "both" or args.batches:
+        sweep(model, mesh, config, args, bandwidth, prompt_len, steps, report,
+              ["float32", "bfloat16"] if args.embedding == "both" else [args.embedding])
     if args.compare_scan:
         # The same weights with the other decode path: switched in place (Flax's set_attributes), since a
         # second model would need the GPUs' memory twice.

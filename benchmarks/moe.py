@@ -13,7 +13,8 @@ take turns within each repeat, so a busy machine slows them alike. Routing is un
 
 Methods (grok_mini/moe.py): sparse = `sparse_moe` (the model's default; on a GPU with int8 weights, decode
 batches take the Pallas kernel or all experts batched), sparse (XLA scan) = the same with those decode paths
-off (`int8_kernel=False`), capacity (dropless) = `capacity_moe` with room for every copy, ragged = `ragged_moe`
+off (`int8_kernel=False`), kernel = the tiles through the Pallas kernel at any size (`path="kernel"`),
+capacity (dropless) = `capacity_moe` with room for every copy, ragged = `ragged_moe`
 (jax.lax.ragged_dot), dense = `dense_moe` (the reference: every expert on every token),
 official = `official_dense_moe` (the xai-org/grok-1 formulation: every token copy through every expert).
 """
@@ -40,6 +41,7 @@ TOP_K = 2
 DISPATCH = {
     "sparse": moe.sparse_moe,  # on a GPU with int8 weights, decode batches take the kernel or all experts batched
     "sparse (XLA scan)": functools.partial(moe.sparse_moe, int8_kernel=False),  # the tiles' scan at every size
+    "kernel": functools.partial(moe.sparse_moe, path="kernel"),  # the Pallas kernel's tiles at any size
     "ragged": moe.ragged_moe,
     "dense": lambda experts, x, gates, ids: moe.dense_moe(
         experts, x, moe.gate_matrix(gates, ids, experts.linear.w[...].shape[0])),
@@ -204,6 +206,7 @@ def gpu_main(args):
     smoke = args.smoke
     width, ffn = (64, 128) if smoke else (6144, 32768)
     prefill, decode = (64, [1, 8]) if smoke else (2048, [1, 4, 8, 32, 64])
+    decode = args.tokens or decode
     matmul_n = 256 if smoke else 8192
     device = jax.devices()[0]
     lines = [f"# MoE dispatch on {device.device_kind} ({jax.default_backend()}), jax {jax.__version__}"
@@ -246,6 +249,7 @@ def gpu_main(args):
         variants = [("sparse", None)] + ([("sparse (XLA scan)", None)] if case == "decode" else [])
         variants += [("dense", None), ("official", None), ("ragged", None), ("capacity (dropless)", None)]
         variants += [("sparse", 128), ("sparse", 512)] if case == "prefill" else []
+        variants += [("kernel", None), ("kernel", 32), ("kernel", 64)] if case == "decode" and n > 8 else []
         variants = [(m, tile) for m, tile in variants if args.methods is None or m in args.methods or m == "official"]
         times = {}
         for method, tile in variants:
@@ -287,6 +291,7 @@ def main(argv=None):
     parser.add_argument("--only", choices=["prefill", "decode"], help="with --gpu: run only these cases")
     parser.add_argument("--methods", type=lambda s: s.split(","),
                         help="with --gpu: only these methods, comma-separated (official is always run)")
+    parser.add_argument("--tokens", type=int, nargs="+", help="with --gpu: decode token counts (default 1 4 8 32 64)")
     parser.add_argument("--toy-only", action="store_true", help="CPU: skip the Grok-1 width section")
     parser.add_argument("--quick", action="store_true",
                         help="CPU: toy width at 256 tokens only, one repeat (a check that the script runs)")
