@@ -67,7 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dispatch", default=None,
                         help="MoE dispatch (grok_mini.moe.DISPATCHES; default: the model's own, sparse)")
     parser.add_argument("--profile", type=Path, default=None,
-                        help="also trace 8 decode steps and write device time by kernel to this markdown file")
+                        help="also trace 8 decode steps and write device time by kernel to this markdown file "
+                             "(and the compiled step beside it, .hlo.txt)")
     parser.add_argument("--compare-scan", action="store_true",
                         help="also time decode with the MoE's GPU decode paths off (int8_kernel=False)")
     parser.add_argument("--int4", type=int, default=None, metavar="GROUP",
@@ -93,7 +94,7 @@ import measure  # noqa: E402  (benchmarks/measure.py: timing, copy bandwidth, by
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from grok_mini import GrokConfig, load_checkpoint, make_mesh, preset  # noqa: E402
+from grok_mini import GrokConfig, load_checkpoint, make_mesh, moe, preset  # noqa: E402
 from grok_mini.checkpoint import CHECKPOINT_DIR, QuantizedWeight8bit, _pickle_release, release_layout  # noqa: E402
 from grok_mini.generate import BUCKET, Sampler, decode_step, prefill, stream  # noqa: E402
 from grok_mini.quant import Int4  # noqa: E402
@@ -285,6 +286,9 @@ def run_model(model, mesh, config: GrokConfig, batch: int, prompt_len: int, step
         with jax.profiler.trace(str(trace_dir)):
             jax.block_until_ready(decode(PROFILE_STEPS))
         Path(profile).write_text(device_time_by_kernel(trace_dir, steps=PROFILE_STEPS))
+        # The compiled step beside it, to find what a kernel name in the table computes.
+        hlo = decode_step.lower(graphdef, state, token, cache, sampler, position).compile().as_text()
+        Path(profile).with_suffix(".hlo.txt").write_text(hlo)
     timing = {"prefill_s": prefill_s, "decode_s": decode_s}
     if through_stream:
         for _ in range(2):  # the first pass compiles stream's own shapes (its cache is sized in buckets)
@@ -353,6 +357,16 @@ def sweep(model, mesh, config: GrokConfig, args, bandwidth, prompt_len: int, ste
                         f"{measure.times_bound(decode_s, read.batch_read, bandwidth):,.2f} |")
             log(rows[-1])
             report.section("Batch sweep (generate.prefill and generate.decode_step)", rows)
+            if args.compare_scan and batch > moe.ALL_EXPERTS_TOKENS and embedding == embeddings[-1]:
+                # The path these sizes took before they had a decode path of their own: the tiles' scan.
+                model.set_attributes(int8_kernel=False)
+                scan_s = run_model(model, mesh, config, batch, prompt_len, steps, cache_len, report,
+                                   args.seed)["decode_s"]
+                model.set_attributes(int8_kernel=None)
+                rows.append(f"| {embedding}, MoE by the scan | {batch} × {prompt_len} | | {scan_s * 1e3:,.2f} | "
+                            f"{batch / scan_s:,.0f} | {gb(read.batch_read)} | | "
+                            f"{measure.times_bound(scan_s, read.batch_read, bandwidth):,.2f} |")
+                report.section("Batch sweep (generate.prefill and generate.decode_step)", rows)
 
 
 def measure_int4(args, config, mesh, devices, bandwidth, cache_len: int, prompt_len: int, steps: int,

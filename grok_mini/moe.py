@@ -13,9 +13,9 @@ the same function (tests/test_moe.py checks values and gradients):
 - `sparse_moe` (the model's default): token copies are placed expert by expert into tiles of
   `tile_rows` rows (each tile holds one expert's rows) and a scan runs each tile through its own
   expert. Dropless, static shapes, about the needed FLOPs. The fastest here on CPU and, on one
-  H200, for prefill. At decode on a GPU with int8 weights it takes the two faster ways measured
-  there (benchmarks/RESULTS.md): the tiles through a Pallas kernel (grok_mini/kernels.py) or,
-  once most experts are in use, all experts in one batched product.
+  H200, for prefill. At decode (up to 128 tokens a step) on a GPU with int8 weights it takes the
+  faster ways measured there (`decode_path`): the tiles through a Pallas kernel
+  (grok_mini/kernels.py) or, from 5 to 64 tokens, all experts in one batched product.
 - `ragged_moe`: the same sort, then `jax.lax.ragged_dot` grouped matmuls. Equal, but on CPU
   ragged_dot is lowered as a dense masked product costing about E matmuls; on an H200 (jax 0.11.2)
   it was 2.5x slower than `sparse_moe` at prefill and faster at 64-token decode.
@@ -277,23 +277,29 @@ def default_tile_rows() -> int:
     return 128 if jax.default_backend() == "cpu" else 256
 
 
-MAX_DECODE_TOKENS = 64  # at most this many tokens: decode, bound by reading the expert weights
+ALL_EXPERTS_TOKENS = 64  # up to this many tokens a step, all experts in one batched product
+MAX_DECODE_TOKENS = 128  # up to this many, decode paths (bound by reading the expert weights); past it, the scan
+KERNEL_TILE_ROWS = 64  # the kernel's tile rows (fewer for fewer tokens): at 128 tokens 64 beat 32 and 128
 DECODE_PATHS = ("kernel", "all experts", "scan")
 
 
 def decode_path(num_tokens: int, num_selected: int, num_experts: int) -> str:
     """How `sparse_moe` runs a batch of num_tokens on a GPU with int8 or int4 experts, the fastest way
-    measured there (benchmarks/RESULTS.md):
+    measured there (one H200, Grok-1's MoE layer; benchmarks/RESULTS.md):
 
-    - "kernel": with fewer token copies than experts, the tiles through the Pallas kernel, which reads
+    - "kernel" with fewer token copies than experts: the tiles through the Pallas kernel, which reads
       only the chosen experts' weights;
-    - "all experts": up to MAX_DECODE_TOKENS tokens most experts are in use, and one product batched
+    - "all experts" up to ALL_EXPERTS_TOKENS tokens: most experts are in use, and one product batched
       over all of them (`capacity_moe` with room for every copy, so still dropless) reads each once;
-    - "scan": past that (prefill), the tiles' scan, one XLA matmul per tile.
+    - "kernel" again up to MAX_DECODE_TOKENS, on tiles of KERNEL_TILE_ROWS rows: the batched product
+      computes E·N rows, and its work now shows (2.79 ms against the kernel's 2.27 at 128 tokens);
+    - "scan" past that (prefill): the tiles' scan, one XLA matmul per tile (5.19 ms at 128 tokens).
     """
     if num_tokens > MAX_DECODE_TOKENS:
         return "scan"
-    return "kernel" if num_tokens * num_selected <= num_experts else "all experts"
+    if num_tokens * num_selected <= num_experts or num_tokens > ALL_EXPERTS_TOKENS:
+        return "kernel"
+    return "all experts"
 
 
 def sparse_moe(experts: Experts, x: jax.Array, gates: jax.Array, expert_ids: jax.Array, *,
@@ -327,7 +333,7 @@ def sparse_moe(experts: Experts, x: jax.Array, gates: jax.Array, expert_ids: jax
 
     copies, ids = _token_copies(x, expert_ids, dtype)  # [M, D], [M]
     m = ids.shape[0]
-    t = min(tile_rows or default_tile_rows(), n)
+    t = min(tile_rows or (KERNEL_TILE_ROWS if path == "kernel" else default_tile_rows()), n)
     num_tiles = min((m + num_experts * (t - 1)) // t, m, num_experts * -(-n // t))
 
     group_sizes = jnp.bincount(ids, length=num_experts)  # copies per expert

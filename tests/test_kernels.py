@@ -119,11 +119,23 @@ def test_every_sparse_path_equals_the_dense_reference(path):
     assert relative_error(got, want) < 2e-3
 
 
+def test_large_decode_batches_take_the_kernel_on_its_own_tiles():
+    """Past ALL_EXPERTS_TOKENS the default path is the kernel on KERNEL_TILE_ROWS-row tiles: still exact."""
+    n = moe.ALL_EXPERTS_TOKENS + 6
+    experts = moe.Experts(MOE_CONFIG, dtype=jnp.float32, param_dtype=jnp.int8, rngs=nnx.Rngs(0))
+    gates, ids = moe.route(jax.random.normal(jax.random.key(10), (n, MOE_CONFIG.num_experts)), 2)
+    x = jax.random.normal(jax.random.key(11), (n, MOE_CONFIG.emb_size))
+    want = moe.dense_moe(experts, x, moe.gate_matrix(gates, ids, MOE_CONFIG.num_experts))
+    assert relative_error(moe.sparse_moe(experts, x, gates, ids, int8_kernel=True), want) < 2e-3
+
+
 def test_decode_path_choice_and_unknown_path():
     assert moe.decode_path(1, 2, 8) == "kernel"  # 2 copies: only the chosen experts are read
     assert moe.decode_path(4, 2, 8) == "kernel"  # 8 copies, at most 8 experts
     assert moe.decode_path(5, 2, 8) == "all experts"
-    assert moe.decode_path(moe.MAX_DECODE_TOKENS, 2, 8) == "all experts"
+    assert moe.decode_path(moe.ALL_EXPERTS_TOKENS, 2, 8) == "all experts"
+    assert moe.decode_path(moe.ALL_EXPERTS_TOKENS + 1, 2, 8) == "kernel"  # batched work past the weights' read
+    assert moe.decode_path(moe.MAX_DECODE_TOKENS, 2, 8) == "kernel"
     assert moe.decode_path(moe.MAX_DECODE_TOKENS + 1, 2, 8) == "scan"
     experts = moe.Experts(MOE_CONFIG, dtype=jnp.float32, param_dtype=jnp.int8, rngs=nnx.Rngs(0))
     gates, ids = moe.route(jnp.zeros((2, MOE_CONFIG.num_experts)), 2)
