@@ -73,32 +73,19 @@ def reference(rows, ids, w, scales) -> np.ndarray:
     return np.concatenate(out)
 
 
-SHAPES = {  # our kernel's variants (kernels.KernelShape)
-    "": kernels.KernelShape(),
-    ", int8 by bits": kernels.KernelShape(convert="bits"),
-    ", one row by fma": kernels.KernelShape(one_row="fma"),
-    ", one row by fma, int8 by bits": kernels.KernelShape(one_row="fma", convert="bits"),
-}
-
-
 def variants(rows, ids, sizes, w, scales, tile_rows: int):
     """name → (jitted function, its arguments); each returns the copies' outputs [M, out] in sorted order."""
     found = {}
     slot, tile_expert, t = tile_layout(ids, tile_rows)
     num_tiles = tile_expert.size
 
-    def ours(shape):
-        def product(rows, w, scales):
-            tiles = jnp.zeros((num_tiles * t, rows.shape[1]), rows.dtype).at[slot].set(rows)
-            out = kernels.expert_tiles_matmul(tiles.reshape(num_tiles, t, -1), jnp.asarray(tile_expert), w, scales,
-                                              shape=shape)
-            return out.reshape(num_tiles * t, -1)[slot]
+    @jax.jit
+    def ours(rows, w, scales):
+        tiles = jnp.zeros((num_tiles * t, rows.shape[1]), rows.dtype).at[slot].set(rows)
+        out = kernels.expert_tiles_matmul(tiles.reshape(num_tiles, t, -1), jnp.asarray(tile_expert), w, scales)
+        return out.reshape(num_tiles * t, -1)[slot]
 
-        return jax.jit(product)
-
-    for suffix, shape in SHAPES.items():
-        if "one row" not in suffix or t == 1:
-            found[f"ours (Pallas Triton, {num_tiles} tiles of {t}{suffix})"] = (ours(shape), (rows, w, scales))
+    found[f"ours (Pallas Triton, {num_tiles} tiles of {t})"] = (ours, (rows, w, scales))
 
     capacity = ids.size // TOP_K  # N rows an expert: dropless whatever the routing, as capacity_moe sizes them
     position = np.concatenate([np.arange(s) for s in sizes]).astype(np.int32)
@@ -181,40 +168,6 @@ def main(argv=None) -> None:
                 over = measure.times_bound(seconds, used * per_expert, bandwidth)
                 emit(f"| {name} | {n} | {used} | {way} | {seconds * 1e3:.3f} | {over:.2f} | {error:.1e} |")
         del w
-    emit("")
-    attention(args, width, bandwidth, emit)
-
-
-def attention(args, width: int, bandwidth, emit) -> None:
-    """Batch-1 decode's attention matrices (int8, one matrix, no experts): XLA's product against the kernel
-    given the matrix as a stack of one expert."""
-    emit("| attention matrix | rows | way | ms | × bound | relative error |")
-    emit("| --- | ---: | --- | ---: | ---: | ---: |")
-    heads = width // 128 * 128 if not args.smoke else width
-    for name, (size_in, size_out, blocks) in {"query [D, H·K]": (width, heads, 1),
-                                              "key [D, KV·K]": (width, heads // 6, 1),
-                                              "output [H·K, D]": (heads, width, 8)}.items():
-        w = hashed_int8((1, size_in, size_out), 1)
-        scales = jnp.full((1, blocks, size_out), 1 / (74 * size_in**0.5), jnp.bfloat16)
-        nbytes = measure.array_bytes({"w": w, "s": scales})
-        for n in (1, 8):
-            x = jax.random.normal(jax.random.key(n), (n, size_in), jnp.bfloat16)
-            want = reference(x, np.zeros(n, int), w, scales)
-            ways = {"XLA (layers.matmul)": jax.jit(lambda x, w, s: matmul(x, w[0], s[0], jnp.bfloat16))}
-            for suffix, shape in SHAPES.items():
-                if "one row" not in suffix or n == 1:
-                    ways[f"kernel{suffix}"] = jax.jit(lambda x, w, s, shape=shape: kernels.expert_tiles_matmul(
-                        x[None], jnp.zeros(1, jnp.int32), w, s, shape=shape)[0])
-            for way, fn in ways.items():
-                try:
-                    error = measure.relative_error(np.asarray(fn(x, w, scales), np.float32), want)
-                    seconds = measure.seconds_per_call(fn, x, w, scales)
-                except Exception as failure:
-                    emit(f"| {name} | {n} | {way} | failed: {type(failure).__name__}: "
-                         f"{str(failure).splitlines()[0][:160]} | | |")
-                    continue
-                over = measure.times_bound(seconds, nbytes, bandwidth)
-                emit(f"| {name} | {n} | {way} | {seconds * 1e3:.4f} | {over:.2f} | {error:.1e} |")
 
 
 if __name__ == "__main__":

@@ -51,12 +51,6 @@ class KernelShape:
     min_programs: int = 1024
     num_warps: int = 4
     num_stages: int = 4
-    # int8 only. convert: "cast" (an int → float conversion instruction per value) or "bits" (the value
-    # built by integer addition into a float's mantissa: conversions run at a quarter of the integer rate).
-    # one_row: "mma" (the tensor cores on the row padded to 16) or "fma" (multiply-adds in float32, no
-    # padding, no operand shuffle), for tiles of one row (batch-1 decode).
-    convert: str = "cast"
-    one_row: str = "mma"
 
 
 def use_kernel(scales: jax.Array | None) -> bool:
@@ -97,13 +91,8 @@ def _kernel(expert_ref, x_ref, w_ref, scales_ref, out_ref, *, shape: KernelShape
     def int8_step(start, x_dtype):
         inner = pl.ds(pl.multiple_of(start, shape.block_inner), shape.block_inner)
         x = x_ref[tile, rows, inner]  # [block_rows, block_inner]
-        w = _int8_to(w_ref[expert, inner, cols], x_dtype, shape.convert)  # in registers (exact)
+        w = w_ref[expert, inner, cols].astype(x_dtype)  # int8 → bfloat16 in registers (exact)
         return jnp.dot(x, w, preferred_element_type=jnp.float32)
-
-    def int8_fma_step(start):  # one row: [block_inner, block_cols] products, summed over the inner axis at the end
-        inner = pl.ds(pl.multiple_of(start, shape.block_inner), shape.block_inner)
-        x = x_ref[tile, row_block, inner].astype(jnp.float32)  # [block_inner]
-        return _int8_to(w_ref[expert, inner, cols], jnp.float32, shape.convert) * x[:, None]
 
     def int4_step(start, x_dtype):
         # Packed row p of group g (G/2 packed rows) holds input rows g·G + p and g·G + G/2 + p.
@@ -125,8 +114,6 @@ def _kernel(expert_ref, x_ref, w_ref, scales_ref, out_ref, *, shape: KernelShape
         """
         return jax.lax.bitcast_convert_type((nibble ^ 8) | 0x4300, jnp.bfloat16) - jnp.bfloat16(136)
 
-    fma = shape.one_row == "fma" and shape.block_rows == 1 and not int4
-
     @pl.when(expert < num_experts)
     def _multiply():
         def unit(u, acc):
@@ -134,15 +121,9 @@ def _kernel(expert_ref, x_ref, w_ref, scales_ref, out_ref, *, shape: KernelShape
 
             def step(k, part):
                 start = first + k * shape.block_inner
-                if fma:
-                    return part + int8_fma_step(start)
                 return part + (int4_step if int4 else int8_step)(start, x_ref.dtype)
 
-            if fma:
-                products = jnp.zeros((shape.block_inner, shape.block_cols), jnp.float32)
-                part = jnp.sum(jax.lax.fori_loop(0, unit_size // shape.block_inner, step, products), axis=0)[None, :]
-            else:
-                part = jax.lax.fori_loop(0, unit_size // shape.block_inner, step, zeros)
+            part = jax.lax.fori_loop(0, unit_size // shape.block_inner, step, zeros)
             scale = scales_ref[expert, first // block_size, cols].astype(jnp.float32)  # [block_cols]
             return acc + part * scale[None, :]
 
@@ -151,19 +132,6 @@ def _kernel(expert_ref, x_ref, w_ref, scales_ref, out_ref, *, shape: KernelShape
     @pl.when(expert >= num_experts)
     def _spare():
         out_ref[split, tile, rows, cols] = zeros
-
-
-def _int8_to(w: jax.Array, dtype, convert: str) -> jax.Array:
-    """int8 values → dtype, exactly. "bits": v + 0x4B000080 as an int32 is the float32 2^23 + 128 + v
-    (v lands in the mantissa), so subtracting 2^23 + 128 leaves v, by an integer and a float addition;
-    a bfloat16 is then the float32's upper half (exact: v has at most 8 significant bits)."""
-    if convert == "cast":
-        return w.astype(dtype)
-    value = jax.lax.bitcast_convert_type(w.astype(jnp.int32) + 0x4B000080, jnp.float32) - 8388736.0
-    if dtype == jnp.float32:
-        return value
-    upper = (jax.lax.bitcast_convert_type(value, jnp.int32) >> 16).astype(jnp.int16)
-    return jax.lax.bitcast_convert_type(upper, jnp.bfloat16).astype(dtype)
 
 
 def _pallas_forward(tiles, tile_expert, w, scales, dtype, shape: KernelShape, interpret: bool):
@@ -202,8 +170,7 @@ def _fit(shape: KernelShape, num_tiles: int, rows: int, size_in: int, size_out: 
     """Power-of-two blocks that divide the problem (Grok-1's sizes keep the defaults), and the number
     of parts (a shape given explicitly that does not divide is refused by _pallas_forward). size_in
     counts stored rows (in/2 for int4)."""
-    fma = shape.one_row == "fma" and rows == 1
-    block_rows = 1 if fma else min(shape.block_rows, max(16, pl.next_power_of_2(rows)))
+    block_rows = min(shape.block_rows, max(16, pl.next_power_of_2(rows)))
     block_cols = _power_of_two_dividing(size_out, shape.block_cols)
     inner = _power_of_two_dividing(size_in // blocks, shape.block_inner)
     splits = shape.splits
@@ -244,10 +211,7 @@ def expert_tiles_matmul(tiles: jax.Array, tile_expert: jax.Array, w: jax.Array, 
     (int4, quant.pack_int4), scales [E, blocks, out]. interpret=None runs the Triton kernel on a GPU
     and the interpreter elsewhere.
     """
-    shape = shape or KernelShape()
-    if w.dtype == jnp.uint8:  # int4 has its own conversion, and its nibble pairs need the tensor cores' rows
-        shape = dataclasses.replace(shape, convert="cast", one_row="mma")
-    shape = _fit(shape, *tiles.shape[:2], *w.shape[-2:], scales.shape[-2])
+    shape = _fit(shape or KernelShape(), *tiles.shape[:2], *w.shape[-2:], scales.shape[-2])
     if interpret is None:
         interpret = jax.default_backend() != "gpu"
     return _expert_tiles_matmul(tiles, tile_expert, w, scales, dtype, shape, interpret)

@@ -42,12 +42,11 @@ def dequantised_first(tiles, tile_expert, w, scales):
     (1, 4),  # one decode token (padded to 16 rows); parts spanning several scale blocks (8) or one (1)
     (20, 1),  # two row blocks; one part summing all units
 ])
-@pytest.mark.parametrize("convert, one_row", [("cast", "mma"), ("bits", "mma"), ("bits", "fma"), ("cast", "fma")])
-def test_kernel_equals_dequantise_first(blocks, rows, splits, convert, one_row):
+def test_kernel_equals_dequantise_first(blocks, rows, splits):
     w, scales = int8_stack(blocks)
     tile_expert = jnp.array([2, 0, 2, E, 3])  # a repeated expert, a spare tile, expert 1 unused
     tiles = jax.random.normal(jax.random.key(blocks + rows), (5, rows, IN))
-    shape = dataclasses.replace(SMALL, splits=splits, convert=convert, one_row=one_row)
+    shape = dataclasses.replace(SMALL, splits=splits)
     got = kernels.expert_tiles_matmul(tiles, tile_expert, w, scales, jnp.float32, shape=shape)
     want = dequantised_first(tiles, tile_expert, w, scales)
     assert got.shape == (5, rows, OUT)
@@ -55,13 +54,6 @@ def test_kernel_equals_dequantise_first(blocks, rows, splits, convert, one_row):
     assert not np.any(np.asarray(got[3]))  # the spare tile is zeros, not some expert's output
     reference = kernels.expert_tiles_matmul_reference(tiles, tile_expert, w, scales, jnp.float32)
     assert relative_error(reference, want) < EXACT
-
-
-def test_int8_built_by_bits_is_every_int8_exactly():
-    every = jnp.arange(-128, 128, dtype=jnp.int32).astype(jnp.int8)
-    for dtype in (jnp.float32, jnp.bfloat16):
-        np.testing.assert_array_equal(np.asarray(kernels._int8_to(every, dtype, "bits"), np.float32),
-                                      np.arange(-128, 128, dtype=np.float32))
 
 
 def test_kernel_in_bfloat16_within_bfloat16_tolerance():
