@@ -21,7 +21,15 @@ short still leaves what it measured):
    grok_mini.generate's `prefill` and `decode_step`, the compiled functions `grok-mini generate` runs,
    and decode through `generate.stream` itself; against the bound "bytes each GPU reads per decoded
    token / its measured copy bandwidth", both for all its weights (what a dense MoE reads) and for the
-   weights a token uses (2 of 8 experts), each with the KV cache.
+   weights a token uses (2 of 8 experts), each with the KV cache. The embedding is held in bfloat16, as
+   `grok-mini generate` holds it (`--embedding float32` for the release's float32);
+7. with --batches B ..., prefill and decode at each batch size in one table, the bound being the weights
+   that batch reads (experts at their expected use, measure.decode_bytes) plus the KV cache; with
+   `--embedding both` (the default) each size with the embedding in float32 and in bfloat16, and with
+   --compare-scan the sizes past moe.ALL_EXPERTS_TOKENS also by the tiles' scan.
+
+    python benchmarks/gpu_scale.py --dir /tmp/gb --out sweep.md --layers 8 --prompt-len 512 \
+        --decode-steps 128 --batches 1 32 64 96 128 --compare-scan
 
 Needs only jax, flax, numpy and grok_mini's own imports (run from the repository root; no install).
 """
