@@ -330,7 +330,10 @@ def device_time_by_kernel(trace_dir: Path, steps: int, top: int = 30) -> str:
 
 
 def hold_embedding(model, dtype: str) -> None:
-    """Hold the tied embedding in `dtype`, in place (Grok's embedding_dtype: the logits stay the same)."""
+    """Hold the tied embedding in `dtype`, in place (Grok's embedding_dtype: the logits stay the same).
+
+    Back to float32 from bfloat16 it holds the rounded values, which are all the model uses of it: the
+    same logits, and the same bytes a step reads, as the release's float32."""
     value = model.in_out_embed.get_value()
     if value.dtype != jnp.dtype(dtype):
         model.in_out_embed.set_value(value.astype(dtype))
