@@ -287,7 +287,7 @@ def decode_path(num_tokens: int, num_selected: int, num_experts: int) -> str:
     """How `sparse_moe` runs a batch of num_tokens on a GPU with int8 or int4 experts, the fastest way
     measured there (one H200, Grok-1's MoE layer; benchmarks/RESULTS.md):
 
-    - "kernel" with fewer token copies than experts: the tiles through the Pallas kernel, which reads
+    - "kernel" with no more token copies than experts: the tiles through the Pallas kernel, which reads
       only the chosen experts' weights;
     - "all experts" up to ALL_EXPERTS_TOKENS tokens: most experts are in use, and one product batched
       over all of them (`capacity_moe` with room for every copy, so still dropless) reads each once;
