@@ -329,6 +329,11 @@ def device_time_by_kernel(trace_dir: Path, steps: int, top: int = 30) -> str:
     return "\n".join(lines) + "\n"
 
 
+def cache_length(prompt_len: int, steps: int) -> int:
+    """KV-cache positions for a prompt, the warm-up, timed and traced decode steps, in whole buckets."""
+    return -(-(prompt_len + 2 + steps + PROFILE_STEPS) // BUCKET) * BUCKET
+
+
 def hold_embedding(model, dtype: str) -> None:
     """Hold the tied embedding in `dtype`, in place (Grok's embedding_dtype: the logits stay the same).
 
@@ -353,7 +358,7 @@ def sweep(model, mesh, config: GrokConfig, args, bandwidth, prompt_len: int, ste
     for embedding in embeddings:
         hold_embedding(model, embedding)
         for batch in args.batches or [args.batch]:
-            cache_len = -(-(prompt_len + 2 + steps + PROFILE_STEPS) // BUCKET) * BUCKET
+            cache_len = cache_length(prompt_len, steps)
             read = measure.decode_bytes(model, shard_cache(model.init_cache(batch, cache_len), mesh), batch=batch)
             try:
                 timing = run_model(model, mesh, config, batch, prompt_len, steps, cache_len, report, args.seed)
@@ -499,7 +504,7 @@ def main(args: argparse.Namespace) -> None:
     # 6. speed
     prompt_len = args.prompt_len or (16 if args.smoke else 256)
     steps = args.decode_steps or (8 if args.smoke else 32)
-    cache_len = -(-(prompt_len + 2 + steps + PROFILE_STEPS) // BUCKET) * BUCKET  # warm-up, timed and traced steps
+    cache_len = cache_length(prompt_len, steps)
     read = measure.decode_bytes(model, shard_cache(model.init_cache(args.batch, cache_len), mesh))
     report.add("weights on device 0", gb(read.weights), f"a token uses {gb(read.token_weights)} of them "
                f"(2 of 8 experts); a decode step also reads the KV cache, {gb(read.cache)} ({cache_len} positions)")

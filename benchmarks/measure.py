@@ -200,14 +200,14 @@ def decode_bytes(model: nnx.Module, cache=None, device=None, batch: int = 1) -> 
     """
     config = model.config
     share = config.num_selected_experts / config.num_experts
-    batch_share = 1 - (1 - share) ** batch
-    weights = token = batch_total = 0
+    weights = experts = 0
     for path, variable in nnx.to_flat_state(nnx.state(model, nnx.Param)):
         on_device = array_bytes(variable.get_value(), device)
         weights += on_device
-        token += on_device * share if "experts" in path else on_device
-        batch_total += on_device * batch_share if "experts" in path else on_device
-    return DecodeBytes(weights, int(token), array_bytes(cache, device) if cache is not None else 0, int(batch_total))
+        experts += on_device if "experts" in path else 0
+    others = weights - experts
+    return DecodeBytes(weights, int(others + experts * share), array_bytes(cache, device) if cache is not None else 0,
+                       int(others + experts * (1 - (1 - share) ** batch)))
 
 
 # ---- the ratio ----------------------------------------------------------------------------------
